@@ -1,0 +1,88 @@
+"""The zoo's catalogue: what each shipped model is, how it is built, trained and loaded."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+
+from . import nets
+from .pipelines import ClassConditionalPipeline, PixArtCaptionPipeline, UNetCaptionPipeline, ZooPipeline
+
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One shipped diffusion model and its training recipe."""
+
+    name: str
+    description: str
+    dataset: str
+    denoiser_attr: str  # pipeline attribute and weights subfolder: "transformer" or "unet"
+    denoiser_cls: type
+    build: Callable
+    pipeline_cls: type[ZooPipeline]
+    train_steps: int
+    lr: float
+    batch_size: int = 64
+
+    @property
+    def captioned(self) -> bool:
+        return self.pipeline_cls is not ClassConditionalPipeline
+
+    @property
+    def path(self) -> Path:
+        return MODELS_DIR / self.name
+
+
+MODELS = {
+    m.name: m
+    for m in (
+        ZooModel(
+            "dit-digits",
+            "class-conditional DiT (6 blocks, hidden 96, patch 2) on 16x16 grayscale digits 0-9",
+            "digits",
+            "transformer",
+            DiTTransformer2DModel,
+            nets.build_dit,
+            ClassConditionalPipeline,
+            train_steps=1600,
+            lr=5e-4,
+        ),
+        ZooModel(
+            "pixart-shapes",
+            "caption-conditioned PixArt (6 blocks, hidden 128, cross-attention) on 16x16 RGB shapes",
+            "shapes",
+            "transformer",
+            PixArtTransformer2DModel,
+            nets.build_pixart,
+            PixArtCaptionPipeline,
+            train_steps=1000,
+            lr=5e-4,
+        ),
+        ZooModel(
+            "unet-shapes",
+            "caption-conditioned 3-level UNet2DCondition (32/64/64 ch, cross-attention) on 16x16 RGB shapes",
+            "shapes",
+            "unet",
+            UNet2DConditionModel,
+            nets.build_unet,
+            UNetCaptionPipeline,
+            train_steps=1000,
+            lr=5e-4,
+        ),
+    )
+}
+
+
+def get(name: str) -> ZooModel:
+    """The catalogue entry of ``name``; ValueError naming the known models otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown zoo model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def classifier_path(dataset: str) -> Path:
+    """Folder of the shipped classifier for ``dataset``."""
+    return MODELS_DIR / f"classifier-{dataset}"

@@ -1,0 +1,178 @@
+"""Train zoo models into the package's models folder: ``python -m stepcache.zoo.train NAME``.
+
+NAME is a diffusion model (dit-digits, pixart-shapes, unet-shapes), a classifier
+(classifier-digits, classifier-shapes) or ``all``. Seeds are fixed and training
+runs on one CPU thread so that results are reproducible; the measured time is
+written to ``train_info.json`` next to the weights.
+"""
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import diffusers
+import torch
+import torch.nn.functional as F
+
+from . import data, nets, registry
+
+LABEL_DROPOUT = 0.1  # fraction of samples trained unconditionally, for classifier-free guidance
+EMA_DECAY = 0.999
+WARMUP_STEPS = 100
+CLASSIFIER_STEPS = 1500
+CLASSIFIERS = tuple(f"classifier-{d}" for d in data.DATASETS)
+
+
+def train_diffusion(spec: registry.ZooModel) -> dict:
+    """Train one diffusion model; return its training log (weights are written to ``spec.path``)."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    images, labels = data.load_dataset(spec.dataset, "train")
+    images = images * 2 - 1  # models work in [-1, 1]
+    denoiser = spec.build()
+    modules = {spec.denoiser_attr: denoiser, "scheduler": nets.training_scheduler()}
+    if spec.captioned:
+        modules["text_encoder"] = nets.TinyTextEncoder()
+    pipe = spec.pipeline_cls(**modules)
+    ema = copy.deepcopy(pipe)
+    _disable_builtin_label_dropout(denoiser)
+    condition = _condition_fn(pipe, spec)
+    params = [p for m in pipe.components.values() if isinstance(m, torch.nn.Module) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    pipe.denoiser.train()
+    losses, start = [], time.perf_counter()
+    for step in range(spec.train_steps):
+        idx = torch.randint(0, len(images), (spec.batch_size,), generator=gen)
+        x0, drop = images[idx], torch.rand(spec.batch_size, generator=gen) < LABEL_DROPOUT
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (spec.batch_size,), generator=gen)
+        noisy = pipe.scheduler.add_noise(x0, noise, t)
+        loss = F.mse_loss(pipe.denoise(noisy, t, condition(labels[idx], drop)), noise)
+        _set_lr(opt, spec.lr * _lr_factor(step, spec.train_steps))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _ema_update(ema, pipe, min(EMA_DECAY, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        if step % 100 == 0 or step == spec.train_steps - 1:
+            print(f"{spec.name} step {step} loss {sum(losses[-100:]) / len(losses[-100:]):.4f}", flush=True)
+    seconds = time.perf_counter() - start
+    _save_pipeline(ema, spec.path)
+    return {
+        "steps": spec.train_steps,
+        "batch_size": spec.batch_size,
+        "lr": spec.lr,
+        "ema_decay": EMA_DECAY,
+        "label_dropout": LABEL_DROPOUT,
+        "final_loss": sum(losses[-100:]) / len(losses[-100:]),
+        "parameters": sum(p.numel() for p in denoiser.parameters()),
+        "train_seconds": round(seconds, 1),
+    }
+
+
+def _condition_fn(pipe, spec: registry.ZooModel):
+    """Map (labels, drop mask) to the denoiser's condition batch; dropped samples get the null condition."""
+    if not spec.captioned:
+        null = pipe.transformer.config.num_embeds_ada_norm  # diffusers' DiT null-class index
+        return lambda labels, drop: torch.where(drop, null, labels)
+    captions = [data.caption(i) for i in range(data.num_classes(spec.dataset))]
+    token_ids = pipe.text_encoder.tokenize(captions)
+    # Token id 0 is padding, so an all-zero row is exactly the empty caption "".
+    return lambda labels, drop: pipe.text_encoder(token_ids[labels] * (~drop)[:, None])
+
+
+def _disable_builtin_label_dropout(model: torch.nn.Module) -> None:
+    # diffusers' DiT drops labels inside every block independently while training;
+    # we drop once per sample instead so all blocks agree on the null class.
+    for module in model.modules():
+        if isinstance(module, diffusers.models.embeddings.LabelEmbedding):
+            module.dropout_prob = 0.0
+
+
+def _lr_factor(step: int, total: int) -> float:
+    """Linear warm-up then cosine decay to zero."""
+    if step < WARMUP_STEPS:
+        return (step + 1) / WARMUP_STEPS
+    return 0.5 * (1 + math.cos(math.pi * (step - WARMUP_STEPS) / max(1, total - WARMUP_STEPS)))
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+@torch.no_grad()
+def _ema_update(ema, pipe, decay: float) -> None:
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            for e, p in zip(getattr(ema, name).parameters(), module.parameters()):
+                e.lerp_(p, 1 - decay)
+
+
+def _save_pipeline(pipe, path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            module.save_pretrained(path / name)
+    nets.sampling_scheduler().save_pretrained(path / "scheduler")
+
+
+def train_classifier(dataset: str) -> dict:
+    """Train the scoring CNN of ``dataset`` on its train split (with small shifts and noise for robustness)."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    images, labels = data.load_dataset(dataset, "train")
+    model = nets.SmallClassifier(in_channels=images.shape[1], num_classes=data.num_classes(dataset))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for step in range(CLASSIFIER_STEPS):
+        idx = torch.randint(0, len(images), (128,), generator=gen)
+        shift = torch.randint(-1, 2, (2,), generator=gen).tolist()
+        x = torch.roll(images[idx], shifts=shift, dims=(2, 3))
+        x = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+        loss = F.cross_entropy(model(x), labels[idx])
+        _set_lr(opt, 1e-3 * _lr_factor(step, CLASSIFIER_STEPS))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    test_x, test_y = data.load_dataset(dataset, "test")
+    with torch.no_grad():
+        accuracy = (model(test_x).argmax(1) == test_y).float().mean().item()
+    path = registry.classifier_path(dataset)
+    shutil.rmtree(path, ignore_errors=True)
+    model.save_pretrained(path)
+    return {"steps": CLASSIFIER_STEPS, "test_accuracy": accuracy, "train_seconds": round(seconds, 1)}
+
+
+def train(name: str) -> dict:
+    """Train ``name`` and write its ``train_info.json``."""
+    torch.set_num_threads(1)  # reproducible, and leaves the other core free
+    if name in CLASSIFIERS:
+        dataset = name.removeprefix("classifier-")
+        info, path = train_classifier(dataset), registry.classifier_path(dataset)
+    else:
+        spec = registry.get(name)
+        info, path = train_diffusion(spec), spec.path
+    info.update(torch=torch.__version__, diffusers=diffusers.__version__, threads=torch.get_num_threads())
+    (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps({name: info}, indent=2))
+    return info
+
+
+def main() -> None:
+    names = [*CLASSIFIERS, *registry.MODELS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=[*names, "all"])
+    args = parser.parse_args()
+    for name in names if args.name == "all" else [args.name]:
+        train(name)
+
+
+if __name__ == "__main__":
+    main()
