@@ -1,0 +1,15 @@
+"""stepcache: training-free caching across denoising steps for Hugging Face diffusers models.
+
+    handle = stepcache.apply(pipe, stepcache.FORAConfig(interval=3))
+    images = pipe(...).images
+    print(handle.stats())
+    handle.remove()
+"""
+
+from .adapters import UnsupportedModelError
+from .api import CacheHandle, apply, cached
+from .methods import METHODS, CacheConfig
+
+__version__ = "0.1.0"
+
+__all__ = ["METHODS", "CacheConfig", "CacheHandle", "UnsupportedModelError", "apply", "cached"]

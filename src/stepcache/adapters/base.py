@@ -1,0 +1,100 @@
+"""What a caching method may know about a denoiser, in one interface for every model family.
+
+Methods never look at model classes: they ask an adapter for the blocks, the sublayers of
+a block, the tensors that flow between blocks and the timestep-modulated input. Adding a
+model family is one new module in this package.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+# Roles of a block's sublayers, as methods name them.
+SELF_ATTN = "attn"  # self-attention (joint text+image attention in MMDiT blocks)
+CROSS_ATTN = "cross_attn"  # attention to the text/condition tokens, where separate
+FEED_FORWARD = "ff"  # the MLP, on the image tokens (and the text tokens in MMDiT blocks)
+SUBLAYER_ROLES = (SELF_ATTN, CROSS_ATTN, FEED_FORWARD)
+
+BlockState = tuple  # the tensors one block hands the next, e.g. (hidden,) or (hidden, encoder_hidden)
+
+
+class Adapter:
+    """Base adapter; a family subclass fills in what differs between families."""
+
+    family: str = ""
+    model_classes: tuple[type, ...] = ()
+    description: str = ""
+    has_cross_attention = False  # a separate cross-attention sublayer (T-GATE needs one)
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._model_params = list(inspect.signature(model.forward).parameters)
+
+    # -- the denoiser call --------------------------------------------------------------
+    def sample_and_timestep(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any]:
+        """The noisy input and the timestep of one denoiser call."""
+        sample = args[0] if args else kwargs[self._model_params[0]]
+        if "timestep" in kwargs:
+            return sample, kwargs["timestep"]
+        index = self._model_params.index("timestep")
+        return sample, args[index] if len(args) > index else None
+
+    # -- transformer-style blocks -------------------------------------------------------
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks in execution order."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no transformer blocks")
+
+    def sublayers(self, block: nn.Module) -> dict[str, Sequence[nn.Module]]:
+        """Role -> the modules of that role in a block (only roles the block has)."""
+        raise NotImplementedError
+
+    def block_state(self, block: nn.Module, args: tuple, kwargs: dict) -> BlockState:
+        """The tensors entering a block."""
+        return (args[0] if args else kwargs["hidden_states"],)
+
+    def output_state(self, block: nn.Module, output: Any) -> BlockState:
+        """The tensors leaving a block, in the same order as ``block_state``."""
+        return (output,)
+
+    def make_output(self, block: nn.Module, state: BlockState) -> Any:
+        """A block output built from tensors, in the block's own return format."""
+        return state[0]
+
+    def modulated_input(self, block: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The timestep-modulated input of a block's first sublayer (norm(h) * (1 + scale) + shift)."""
+        raise NotImplementedError(f"{self.family} models have no timestep-modulated block input")
+
+    def block_kind(self, block: nn.Module) -> str:
+        """A name for blocks of different structure within one model (FLUX: dual / single)."""
+        return type(block).__name__
+
+
+def kwarg(args: tuple, kwargs: dict, name: str, position: int) -> Any:
+    """An argument passed either by keyword or at a known position."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else None
+
+
+class JointStreamAdapter(Adapter):
+    """Families whose blocks carry image and text tokens side by side (MMDiT: SD3, FLUX).
+
+    Blocks take ``hidden_states`` and ``encoder_hidden_states`` by keyword and return
+    ``(encoder_hidden_states, hidden_states)``; the state order here is (image, text).
+    """
+
+    def block_state(self, block, args, kwargs):
+        return (kwargs["hidden_states"], kwargs["encoder_hidden_states"])
+
+    def output_state(self, block, output):
+        encoder_hidden, hidden = output
+        return (hidden, encoder_hidden)
+
+    def make_output(self, block, state):
+        hidden, encoder_hidden = state
+        # SD3's last block is "context_pre_only": it hands no text tokens on
+        return (None if getattr(block, "context_pre_only", False) else encoder_hidden), hidden

@@ -1,0 +1,27 @@
+"""DiT (DiTTransformer2DModel): adaLN-Zero blocks conditioned on timestep and class label."""
+
+from __future__ import annotations
+
+from diffusers import DiTTransformer2DModel
+
+from .base import FEED_FORWARD, SELF_ATTN, Adapter, kwarg
+
+
+class DiTAdapter(Adapter):
+    family = "dit"
+    model_classes = (DiTTransformer2DModel,)
+    description = "DiT (DiTTransformer2DModel, e.g. DiT-XL/2): class-conditional, adaLN-Zero blocks"
+
+    def blocks(self):
+        return list(self.model.transformer_blocks)
+
+    def sublayers(self, block):
+        return {SELF_ATTN: [block.attn1], FEED_FORWARD: [block.ff]}
+
+    def modulated_input(self, block, args, kwargs):
+        hidden = self.block_state(block, args, kwargs)[0]
+        # BasicTransformerBlock.forward(hidden_states, attention_mask, encoder_hidden_states,
+        #   encoder_attention_mask, timestep, cross_attention_kwargs, class_labels)
+        timestep = kwarg(args, kwargs, "timestep", 4)
+        class_labels = kwarg(args, kwargs, "class_labels", 6)
+        return block.norm1(hidden, timestep, class_labels, hidden_dtype=hidden.dtype)[0]

@@ -1,0 +1,35 @@
+"""FLUX.1 (FluxTransformer2DModel): dual-stream MMDiT blocks followed by single-stream blocks."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import FluxTransformer2DModel
+from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+
+from .base import FEED_FORWARD, SELF_ATTN, JointStreamAdapter
+
+
+class FluxAdapter(JointStreamAdapter):
+    family = "flux"
+    model_classes = (FluxTransformer2DModel,)
+    description = "FLUX.1 (FluxTransformer2DModel): dual-stream then single-stream blocks"
+
+    def blocks(self):
+        return list(self.model.transformer_blocks) + list(self.model.single_transformer_blocks)
+
+    def sublayers(self, block):
+        if isinstance(block, FluxSingleTransformerBlock):
+            # attention and MLP run in parallel and meet in proj_out, which stays live
+            return {SELF_ATTN: [block.attn], FEED_FORWARD: [block.proj_mlp]}
+        return {SELF_ATTN: [block.attn], FEED_FORWARD: [block.ff, block.ff_context]}
+
+    def modulated_input(self, block, args, kwargs):
+        hidden = kwargs["hidden_states"]
+        if isinstance(block, FluxSingleTransformerBlock):
+            # a single-stream block normalises text and image tokens together
+            joint = torch.cat([kwargs["encoder_hidden_states"], hidden], dim=1)
+            return block.norm(joint, emb=kwargs["temb"])[0]
+        return block.norm1(hidden, emb=kwargs["temb"])[0]
+
+    def block_kind(self, block):
+        return "single" if isinstance(block, FluxSingleTransformerBlock) else "dual"

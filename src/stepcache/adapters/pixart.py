@@ -1,0 +1,27 @@
+"""PixArt-α/Σ (PixArtTransformer2DModel): adaLN-single blocks with text cross-attention."""
+
+from __future__ import annotations
+
+from diffusers import PixArtTransformer2DModel
+
+from .base import CROSS_ATTN, FEED_FORWARD, SELF_ATTN, Adapter, kwarg
+
+
+class PixArtAdapter(Adapter):
+    family = "pixart"
+    model_classes = (PixArtTransformer2DModel,)
+    description = "PixArt-α/Σ (PixArtTransformer2DModel): text-conditioned, adaLN-single, cross-attention"
+    has_cross_attention = True
+
+    def blocks(self):
+        return list(self.model.transformer_blocks)
+
+    def sublayers(self, block):
+        return {SELF_ATTN: [block.attn1], CROSS_ATTN: [block.attn2], FEED_FORWARD: [block.ff]}
+
+    def modulated_input(self, block, args, kwargs):
+        hidden = self.block_state(block, args, kwargs)[0]
+        timestep = kwarg(args, kwargs, "timestep", 4)
+        # the same arithmetic as BasicTransformerBlock's "ada_norm_single" branch
+        shift, scale = (block.scale_shift_table[None] + timestep.reshape(hidden.shape[0], 6, -1)).chunk(6, dim=1)[:2]
+        return block.norm1(hidden) * (1 + scale) + shift

@@ -1,0 +1,24 @@
+"""Stable Diffusion 3 (SD3Transformer2DModel): MMDiT joint-attention blocks over image and text tokens."""
+
+from __future__ import annotations
+
+from diffusers import SD3Transformer2DModel
+
+from .base import FEED_FORWARD, SELF_ATTN, JointStreamAdapter
+
+
+class SD3Adapter(JointStreamAdapter):
+    family = "sd3"
+    model_classes = (SD3Transformer2DModel,)
+    description = "Stable Diffusion 3 / 3.5 (SD3Transformer2DModel): MMDiT joint attention"
+
+    def blocks(self):
+        return list(self.model.transformer_blocks)
+
+    def sublayers(self, block):
+        attn = [block.attn] + ([block.attn2] if block.attn2 is not None else [])
+        ff = [block.ff] + ([block.ff_context] if block.ff_context is not None else [])
+        return {SELF_ATTN: attn, FEED_FORWARD: ff}
+
+    def modulated_input(self, block, args, kwargs):
+        return block.norm1(kwargs["hidden_states"], emb=kwargs["temb"])[0]

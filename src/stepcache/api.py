@@ -1,0 +1,144 @@
+"""The one entry point: ``apply(pipe_or_model, config) -> CacheHandle``, and ``cached(...)``."""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Any, Iterator
+
+from torch import nn
+
+from .adapters import adapter_for
+from .core.hooks import HookSet
+from .core.state import RunRecord, StepClock
+from .methods.base import CacheConfig, tensor_bytes
+
+# model -> its live handle; weak so a dropped model takes its entry with it
+_ACTIVE: "weakref.WeakKeyDictionary[nn.Module, CacheHandle]" = weakref.WeakKeyDictionary()
+
+
+def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
+    """(denoiser model, pipeline or None) for a diffusers pipeline or a bare denoiser."""
+    if isinstance(target, nn.Module):
+        return target, None
+    for name in ("transformer", "unet"):
+        model = getattr(target, name, None)
+        if isinstance(model, nn.Module):
+            return model, target
+    raise TypeError(
+        f"expected a diffusers pipeline with a .transformer or .unet, or a denoiser model; "
+        f"got {type(target).__name__}"
+    )
+
+
+def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheHandle":
+    """Install ``config``'s cache on a pipeline's denoiser (or on a denoiser model).
+
+    Steps and runs are read from the pipeline's scheduler; for a bare model in a
+    hand-written loop, pass that loop's ``scheduler`` (or call ``handle.start_run``).
+    Raises RuntimeError if the model already has a cache: remove that one first.
+    """
+    if not isinstance(config, CacheConfig):
+        raise TypeError(f"config must be a stepcache config (e.g. FORAConfig(...)), got {type(config).__name__}")
+    model, pipe = find_denoiser(target)
+    if model in _ACTIVE:
+        raise RuntimeError(
+            f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
+            "call remove() on its handle before applying another"
+        )
+    if scheduler is None and pipe is not None:
+        scheduler = getattr(pipe, "scheduler", None)
+    return CacheHandle(model, config, pipe, scheduler)
+
+
+@contextlib.contextmanager
+def cached(target: Any, config: CacheConfig, *, scheduler: Any = None) -> Iterator["CacheHandle"]:
+    """``with cached(pipe, cfg) as handle:`` applies the cache and removes it on exit."""
+    handle = apply(target, config, scheduler=scheduler)
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+class CacheHandle:
+    """A cache installed on one model: its statistics, and ``remove()`` to undo it exactly."""
+
+    def __init__(self, model: nn.Module, config: CacheConfig, pipe: Any, scheduler: Any) -> None:
+        self.model = model
+        self.config = config
+        self.adapter = adapter_for(model)
+        self._pipe = pipe
+        self._hooks = HookSet()
+        self._scheduler_hooks = HookSet()
+        self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended)
+        self.method = config.build(self.adapter, self.clock)
+        try:
+            if scheduler is not None:
+                self.clock.watch_scheduler(scheduler, self._scheduler_hooks)
+            self._hooks.wrap(model, self._denoiser_call)
+            self.method.install(self._hooks)
+        except BaseException:
+            self._hooks.remove()
+            self._scheduler_hooks.remove()
+            raise
+        self._removed = False
+        _ACTIVE[model] = self
+
+    def _denoiser_call(self, forward, *args, **kwargs):
+        if self._pipe is not None and self._pipe.scheduler is not self.clock.scheduler:
+            # the user swapped the pipeline's scheduler after apply(): follow the new one
+            self._scheduler_hooks.remove()
+            self.clock.watch_scheduler(self._pipe.scheduler, self._scheduler_hooks, mid_run=True)
+        sample, timestep = self.adapter.sample_and_timestep(args, kwargs)
+        ctx = self.clock.on_call(sample, timestep)
+        self.method.ctx = ctx
+        return self.method.model_call(ctx, forward, args, kwargs)
+
+    def _run_started(self, record: RunRecord) -> None:
+        self.method.on_run_start(record)
+
+    def _run_ended(self) -> None:
+        self.method.on_run_end()
+
+    def start_run(self, num_steps: int | None = None) -> None:
+        """For hand-written loops without a scheduler: the next call starts a run of ``num_steps``."""
+        self.clock.start_run(num_steps)
+
+    def stats(self) -> dict:
+        """Counts for the latest run, and the bytes the caches hold now."""
+        record = self.clock.record
+        full = record.full_step_indices() if record else []
+        cached_steps = sorted(record.cached_steps) if record else []
+        stats = {
+            "method": self.config.method,
+            "family": self.adapter.family,
+            "runs": self.clock.runs,
+            "num_steps": record.num_steps if record else None,
+            "steps": record.steps_run if record else 0,
+            "calls": record.calls if record else 0,
+            "full_steps": len(full),
+            "cached_steps": len(cached_steps),
+            "full_step_indices": full,
+            "cached_step_indices": cached_steps,
+            "cache_bytes": tensor_bytes(self.method.cache_tensors()),
+        }
+        stats.update(self.method.extra_stats())
+        return stats
+
+    def remove(self) -> None:
+        """Undo every hook and free every cache; the model behaves as if never touched."""
+        if self._removed:
+            return
+        self._hooks.remove()
+        self._scheduler_hooks.remove()
+        self.method.clear()
+        self._removed = True
+        if _ACTIVE.get(self.model) is self:
+            del _ACTIVE[self.model]
+
+    def __enter__(self) -> "CacheHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()

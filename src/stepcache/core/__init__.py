@@ -1,0 +1,1 @@
+"""Method- and model-independent machinery: hooks, per-run step state, schedules, validation."""

@@ -1,0 +1,83 @@
+"""Pure schedule functions: which steps of a run are full, where stage boundaries fall.
+
+Everything here is a function of (step index, total steps, parameters), with no state,
+so each method's schedule can be checked on its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def uniform_full_steps(num_steps: int, interval: int) -> list[int]:
+    """1:N schedule: step i is full when i % N == 0 (so step 0 is always full)."""
+    _check_run(num_steps)
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1, got {interval}")
+    return list(range(0, num_steps, interval))
+
+
+def is_uniform_full_step(step: int, interval: int) -> bool:
+    return step % interval == 0
+
+
+def nonuniform_full_steps(num_steps: int, interval: int, center: int, power: float) -> list[int]:
+    """DeepCache's non-uniform 1:N schedule: ceil(T/N) full steps, denser around ``center``.
+
+    Evenly spaced points u in [-center^(1/p), (T-center)^(1/p)] are mapped through
+    u -> sign(u)|u|^p + center and truncated to step indices; because |u|^p grows slowly
+    near 0, the indices bunch up around ``center``. De-duplication can leave too few,
+    in which case p is lowered by 0.02 until the count is right (as DeepCache does).
+    Step 0 is always full. Raises ValueError if no p > 1 gives the count.
+    """
+    _check_run(num_steps)
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1, got {interval}")
+    if not 0 <= center < num_steps:
+        raise ValueError(f"center must be a step index in [0, {num_steps - 1}], got {center}")
+    if power <= 1:
+        raise ValueError(f"power must be > 1, got {power}")
+    count = math.ceil(num_steps / interval)
+    if count == num_steps:
+        return list(range(num_steps))
+    p = power
+    while p > 1:
+        u = np.linspace(-(center ** (1 / p)), (num_steps - center) ** (1 / p), count + 1)
+        offsets = np.unique(np.trunc(np.sign(u) * np.abs(u) ** p).astype(np.int64))
+        # the first point maps to step 0 and the last to T (past the end): both dropped, 0 re-added
+        indices = [0] + [int(o + center) for o in offsets[1:-1]]
+        if len(indices) == count and len(set(indices)) == count and indices[-1] < num_steps:
+            return sorted(indices)
+        p = round(p - 0.02, 10)
+    raise ValueError(
+        f"no power in (1, {power}] places {count} full steps around center {center} in a run "
+        f"of {num_steps} steps; move the center towards the middle or lower the interval"
+    )
+
+
+def resolve_step(value: int | float, num_steps: int, name: str) -> int:
+    """A step given as an index (int) or as a fraction of the run (float in [0, 1]) -> index.
+
+    A fraction f maps to round(f * T), so 0.5 of a 20-step run is step 10, and 1.0 is T
+    (one past the last step: "never"). An index must lie in [0, T].
+    """
+    _check_run(num_steps)
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} as a fraction must lie in [0, 1], got {value}")
+        return int(round(value * num_steps))
+    if not 0 <= value <= num_steps:
+        raise ValueError(f"{name}={value} is outside this run of {num_steps} steps (allowed 0..{num_steps})")
+    return value
+
+
+def is_before_boundary(step: int, boundary: int) -> bool:
+    """Stage split: steps 0..boundary-1 are the early (noisy) stage, boundary.. the late stage."""
+    return step < boundary
+
+
+def _check_run(num_steps: int) -> None:
+    if num_steps < 1:
+        raise ValueError(f"a run needs at least one step, got {num_steps}")

@@ -1,0 +1,93 @@
+"""Adapters expose the right blocks, sublayers, block I/O and modulated input for each family."""
+
+import pytest
+import torch
+
+import tiny
+from stepcache.adapters import CROSS_ATTN, FEED_FORWARD, SELF_ATTN, adapter_for
+from stepcache.core.hooks import HookSet
+
+TRANSFORMERS = ["dit", "pixart", "sd3", "flux"]
+
+
+def _capture_blocks(adapter, model, family):
+    """Call the model once and record each block's (args, kwargs, output) and its first sublayer's input."""
+    seen, hooks = [], HookSet()
+    for block in adapter.blocks():
+        def record(original, *args, _block=block, **kwargs):
+            out = original(*args, **kwargs)
+            seen.append((_block, args, kwargs, out))
+            return out
+        hooks.wrap(block, record)
+    attn_inputs = []
+    first = adapter.sublayers(adapter.blocks()[0])[SELF_ATTN][0]
+    def record_attn(original, *args, **kwargs):
+        attn_inputs.append(args[0] if args else kwargs["hidden_states"])
+        return original(*args, **kwargs)
+    hooks.wrap(first, record_attn)
+    with torch.no_grad():
+        model(**tiny.model_inputs(family, model))
+    hooks.remove()
+    return seen, attn_inputs[0]
+
+
+@pytest.mark.parametrize("family", TRANSFORMERS)
+def test_blocks_are_all_transformer_blocks_in_order(family):
+    model = tiny.MODELS[family]()
+    adapter = adapter_for(model)
+    expected = len(model.transformer_blocks) + len(getattr(model, "single_transformer_blocks", []))
+    assert len(adapter.blocks()) == expected
+    seen, _ = _capture_blocks(adapter, model, family)
+    assert [block for block, *_ in seen] == adapter.blocks()
+
+
+@pytest.mark.parametrize("family", TRANSFORMERS)
+def test_block_state_round_trip_feeds_the_next_block(family):
+    model = tiny.MODELS[family]()
+    adapter = adapter_for(model)
+    seen, _ = _capture_blocks(adapter, model, family)
+    for (block, _, _, out), (nxt, args, kwargs, _) in zip(seen, seen[1:]):
+        state = adapter.output_state(block, out)
+        assert all(torch.equal(a, b) for a, b in zip(state, adapter.block_state(nxt, args, kwargs)))
+        rebuilt = adapter.make_output(block, state)
+        assert type(rebuilt) is type(out)
+
+
+@pytest.mark.parametrize("family", TRANSFORMERS)
+def test_modulated_input_is_what_the_first_attention_sees(family):
+    model = tiny.MODELS[family]()
+    adapter = adapter_for(model)
+    seen, attn_input = _capture_blocks(adapter, model, family)
+    block, args, kwargs, _ = seen[0]
+    with torch.no_grad():
+        modulated = adapter.modulated_input(block, args, kwargs)
+    torch.testing.assert_close(modulated, attn_input, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family,roles", [
+    ("dit", {SELF_ATTN, FEED_FORWARD}),
+    ("pixart", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
+    ("sd3", {SELF_ATTN, FEED_FORWARD}),
+    ("flux", {SELF_ATTN, FEED_FORWARD}),
+    ("unet", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
+])
+def test_sublayers_are_modules_of_their_block(family, roles):
+    model = tiny.MODELS[family]()
+    adapter = adapter_for(model)
+    assert adapter.has_cross_attention == (CROSS_ATTN in roles)
+    for block in adapter.blocks():
+        sublayers = adapter.sublayers(block)
+        assert set(sublayers) == roles
+        owned = set(map(id, block.modules()))
+        assert all(id(m) in owned for modules in sublayers.values() for m in modules)
+
+
+def test_unet_levels_map_down_and_up_blocks():
+    model = tiny.unet_condition(levels=3)
+    adapter = adapter_for(model)
+    assert adapter.num_levels == 3
+    assert adapter.down_block(0) is model.down_blocks[0]
+    assert adapter.up_block(0) is model.up_blocks[-1]  # the shallowest up block runs last
+    assert adapter.up_block(2) is model.up_blocks[0]
+    assert len(adapter.blocks()) == 2 + 1 + 2 * 2  # cross-attn down levels, mid, cross-attn up blocks
+    assert adapter_for(tiny.unet()).has_cross_attention is False

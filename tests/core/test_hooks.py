@@ -1,0 +1,49 @@
+import pytest
+import torch
+from torch import nn
+
+from stepcache.core.hooks import HookSet
+
+
+def test_wrap_changes_forward_and_remove_restores_it():
+    layer = nn.Linear(3, 3)
+    x = torch.randn(2, 3)
+    before = layer(x)
+    hooks = HookSet()
+    hooks.wrap(layer, lambda original, *a, **k: original(*a, **k) * 2)
+    assert torch.equal(layer(x), before * 2)
+    hooks.remove()
+    assert torch.equal(layer(x), before)
+    assert "forward" not in layer.__dict__
+    assert len(hooks) == 0
+
+
+def test_nested_wrappers_undo_in_reverse_order():
+    layer = nn.Linear(3, 3)
+    x = torch.randn(2, 3)
+    before = layer(x)
+    hooks = HookSet()
+    hooks.wrap(layer, lambda original, *a, **k: original(*a, **k) + 1)
+    hooks.wrap(layer, lambda original, *a, **k: original(*a, **k) * 3)
+    assert torch.allclose(layer(x), (before + 1) * 3)
+    hooks.remove()
+    assert torch.equal(layer(x), before)
+
+
+def test_an_existing_instance_forward_is_put_back():
+    layer = nn.Linear(3, 3)
+    own = lambda x: x  # noqa: E731  (as accelerate-style hooks leave behind)
+    layer.forward = own
+    hooks = HookSet()
+    hooks.wrap(layer, lambda original, *a, **k: original(*a, **k) * 0)
+    hooks.remove()
+    assert layer.__dict__["forward"] is own
+
+
+def test_removing_under_a_foreign_wrapper_is_an_error():
+    layer = nn.Linear(3, 3)
+    hooks = HookSet()
+    hooks.wrap(layer, lambda original, *a, **k: original(*a, **k))
+    layer.forward = lambda x: x
+    with pytest.raises(RuntimeError, match="replaced after stepcache wrapped it"):
+        hooks.remove()

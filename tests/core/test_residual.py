@@ -1,0 +1,52 @@
+"""ResidualSkip: a skipped block range reproduces the blocks' effect on the step it was cached."""
+
+import torch
+
+import tiny
+from stepcache.adapters import adapter_for
+from stepcache.core.hooks import HookSet
+from stepcache.core.residual import ResidualSkip
+
+
+def _out(model, inputs):
+    with torch.no_grad():
+        out = model(**inputs)
+    return out[0] if isinstance(out, tuple) else out.sample
+
+
+def test_skip_on_the_same_input_matches_the_full_call_and_runs_no_skipped_block():
+    for family, ranges in (("dit", [(1, 3)]), ("sd3", [(0, 4)]), ("flux", [(1, 3), (0, 4)])):
+        model = tiny.MODELS[family]()
+        adapter = adapter_for(model)
+        plan = {"skip": None}
+        skip = ResidualSkip(adapter, adapter.blocks(), ranges, lambda args, kwargs: plan["skip"])
+        hooks = HookSet()
+        skip.install(hooks)
+        inputs = tiny.model_inputs(family, model)
+        full = _out(model, inputs)
+        for index, (start, end) in enumerate(ranges):
+            ran = []
+            probes = HookSet()
+            for block in adapter.blocks()[start:end]:
+                probes.wrap(adapter.sublayers(block)["attn"][0], lambda o, *a, **k: ran.append(1) or o(*a, **k))
+            plan["skip"] = index
+            skipped = _out(model, inputs)
+            probes.remove()
+            plan["skip"] = None
+            assert not ran, family
+            torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-5)
+        hooks.remove()
+
+
+def test_residuals_are_kept_per_branch():
+    model = tiny.dit()
+    adapter = adapter_for(model)
+    skip = ResidualSkip(adapter, adapter.blocks(), [(0, 4)], lambda args, kwargs: None)
+    hooks = HookSet()
+    skip.install(hooks)
+    for branch in (0, 1):
+        skip.branch = branch
+        _out(model, tiny.model_inputs("dit", model, seed=branch))
+    hooks.remove()
+    assert skip.has_delta(0, 0) and skip.has_delta(0, 1)
+    assert not torch.equal(skip.deltas[(0, 0)][0], skip.deltas[(0, 1)][0])

@@ -1,0 +1,57 @@
+import math
+
+import pytest
+
+from stepcache.core.schedules import (
+    is_before_boundary,
+    is_uniform_full_step,
+    nonuniform_full_steps,
+    resolve_step,
+    uniform_full_steps,
+)
+
+
+def test_uniform_schedule_exact():
+    assert uniform_full_steps(10, 3) == [0, 3, 6, 9]
+    assert uniform_full_steps(5, 1) == [0, 1, 2, 3, 4]
+    assert uniform_full_steps(4, 10) == [0]
+    assert [is_uniform_full_step(i, 3) for i in range(5)] == [True, False, False, True, False]
+
+
+def test_nonuniform_schedule_exact():
+    assert nonuniform_full_steps(50, 5, center=15, power=1.4) == [0, 6, 11, 14, 15, 19, 24, 29, 35, 42]
+    assert nonuniform_full_steps(20, 2, center=10, power=1.4) == [0, 3, 6, 8, 9, 10, 11, 12, 14, 17]
+    assert nonuniform_full_steps(10, 1, center=5, power=1.4) == list(range(10))
+
+
+@pytest.mark.parametrize("steps,interval,center", [(50, 5, 25), (50, 3, 10), (25, 2, 12), (100, 10, 40)])
+def test_nonuniform_schedule_invariants(steps, interval, center):
+    full = nonuniform_full_steps(steps, interval, center=center, power=1.4)
+    assert len(full) == math.ceil(steps / interval)  # same compute as the uniform schedule
+    assert full[0] == 0 and full == sorted(set(full)) and full[-1] < steps
+    gaps = [b - a for a, b in zip(full, full[1:])]
+    near = [g for a, g in zip(full, gaps) if abs(a - center) <= interval]
+    assert min(near) <= min(gaps[0], gaps[-1])  # denser around the centre than at the ends
+
+
+def test_nonuniform_schedule_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="power must be > 1"):
+        nonuniform_full_steps(50, 5, center=10, power=1.0)
+    with pytest.raises(ValueError, match="center"):
+        nonuniform_full_steps(50, 5, center=50, power=1.4)
+    with pytest.raises(ValueError, match="interval"):
+        nonuniform_full_steps(50, 0, center=10, power=1.4)
+
+
+def test_resolve_step_takes_indices_and_fractions():
+    assert resolve_step(0.5, 20, "boundary") == 10
+    assert resolve_step(1.0, 20, "boundary") == 20
+    assert resolve_step(7, 20, "boundary") == 7
+    with pytest.raises(ValueError, match="boundary=21 is outside this run of 20 steps"):
+        resolve_step(21, 20, "boundary")
+    with pytest.raises(ValueError, match="fraction"):
+        resolve_step(1.5, 20, "boundary")
+
+
+def test_stage_boundary():
+    assert [is_before_boundary(i, 2) for i in range(4)] == [True, True, False, False]

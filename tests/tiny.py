@@ -1,0 +1,252 @@
+"""Tiny randomly initialised diffusers models and pipelines, built from configs (no downloads).
+
+Shared by the tests of every layer: mechanics and exactness need real diffusers classes,
+not their size. Text pipelines get precomputed prompt embeddings, so no tokenizer or
+text encoder is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    PixArtAlphaPipeline,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+
+TEXT_DIM = 16
+
+
+def _seeded(build):
+    def wrapper(*args, seed: int = 0, **kwargs):
+        torch.manual_seed(seed)
+        return build(*args, **kwargs).eval()
+
+    wrapper.__name__ = build.__name__
+    return wrapper
+
+
+@_seeded
+def unet_condition(levels: int = 3):
+    channels = (8, 16, 16, 16)[:levels]
+    down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+        down_block_types=down, up_block_types=up, cross_attention_dim=TEXT_DIM, attention_head_dim=4,
+        norm_num_groups=4,
+    )
+
+
+@_seeded
+def unet():
+    return UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=4,
+    )
+
+
+@_seeded
+def dit(num_layers: int = 4):
+    return DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=num_layers,
+        sample_size=8, patch_size=2, num_embeds_ada_norm=1000,  # DiTPipeline uses 1000 as the null class
+    )
+
+
+@_seeded
+def pixart(num_layers: int = 4):
+    return PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=num_layers,
+        sample_size=8, patch_size=2, cross_attention_dim=16, caption_channels=TEXT_DIM,
+        use_additional_conditions=False,
+    )
+
+
+@_seeded
+def sd3(num_layers: int = 4):
+    return SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=num_layers, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=TEXT_DIM, caption_projection_dim=16,
+        pooled_projection_dim=TEXT_DIM, pos_embed_max_size=16,
+    )
+
+
+@_seeded
+def flux(num_layers: int = 2, num_single_layers: int = 2):
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=16, out_channels=16, num_layers=num_layers, num_single_layers=num_single_layers,
+        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM,
+        axes_dims_rope=(4, 2, 2),
+    )
+
+
+@_seeded
+def vae(latent_channels: int = 4):
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=latent_channels,
+        norm_num_groups=4, sample_size=16,
+    )
+
+
+MODELS = {"unet": unet_condition, "unet2d": unet, "dit": dit, "pixart": pixart, "sd3": sd3, "flux": flux}
+
+
+def model_inputs(family: str, model, batch: int = 2, seed: int = 0) -> dict:
+    """Keyword arguments for one call of a tiny model of ``family``."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.full((batch,), 500.0)
+    if family == "unet":
+        return dict(sample=torch.randn(batch, 4, 8, 8, generator=g), timestep=t,
+                    encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g))
+    if family == "unet2d":
+        return dict(sample=torch.randn(batch, 3, 8, 8, generator=g), timestep=t)
+    if family == "dit":
+        return dict(hidden_states=torch.randn(batch, 4, 8, 8, generator=g), timestep=t.long(),
+                    class_labels=torch.arange(batch) % 10)
+    if family == "pixart":
+        return dict(hidden_states=torch.randn(batch, 4, 8, 8, generator=g), timestep=t,
+                    encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g),
+                    added_cond_kwargs={"resolution": None, "aspect_ratio": None})
+    if family == "sd3":
+        return dict(hidden_states=torch.randn(batch, 4, 8, 8, generator=g), timestep=t,
+                    encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g),
+                    pooled_projections=torch.randn(batch, TEXT_DIM, generator=g))
+    if family == "flux":
+        return dict(hidden_states=torch.randn(batch, 16, 16, generator=g), timestep=t / 1000,
+                    encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g),
+                    pooled_projections=torch.randn(batch, TEXT_DIM, generator=g),
+                    img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(5, 3), guidance=None)
+    raise KeyError(family)
+
+
+def ddim(num_train_timesteps: int = 1000) -> DDIMScheduler:
+    return DDIMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=False, steps_offset=1)
+
+
+def _text(batch: int, seed: int, tokens: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, tokens, TEXT_DIM, generator=g)
+
+
+def dit_pipeline(**model_kwargs) -> DiTPipeline:
+    return DiTPipeline(transformer=dit(**model_kwargs), vae=vae(), scheduler=ddim(),
+                       id2label={i: f"class{i}" for i in range(10)})
+
+
+def sd_pipeline(**model_kwargs) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(
+        vae=vae(), text_encoder=None, tokenizer=None, unet=unet_condition(**model_kwargs), scheduler=ddim(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def sd_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1))
+
+
+def pixart_pipeline(**model_kwargs) -> PixArtAlphaPipeline:
+    return PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae(), transformer=pixart(**model_kwargs),
+                               scheduler=ddim())
+
+
+def pixart_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    return dict(prompt_embeds=_text(batch, seed), prompt_attention_mask=mask, negative_prompt=None,
+                negative_prompt_embeds=_text(batch, seed + 1), negative_prompt_attention_mask=mask,
+                use_resolution_binning=False, height=16, width=16)
+
+
+def sd3_pipeline(**model_kwargs) -> StableDiffusion3Pipeline:
+    return StableDiffusion3Pipeline(
+        transformer=sd3(**model_kwargs), scheduler=FlowMatchEulerDiscreteScheduler(), vae=_sd3_vae(),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+        tokenizer_3=None,
+    )
+
+
+def _sd3_vae():
+    model = vae()
+    model.register_to_config(shift_factor=0.0)
+    return model
+
+
+def sd3_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed + 7)
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1),
+                pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g), height=16, width=16)
+
+
+def flux_pipeline(**model_kwargs) -> FluxPipeline:
+    model = vae()
+    model.register_to_config(shift_factor=0.0)
+    return FluxPipeline(transformer=flux(**model_kwargs), scheduler=FlowMatchEulerDiscreteScheduler(), vae=model,
+                        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+
+
+def flux_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed + 7)
+    return dict(prompt_embeds=_text(batch, seed), pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g),
+                height=16, width=16)
+
+
+def denoise(model, family: str, scheduler, steps: int = 4, cfg: str = "batched", batch: int = 1, seed: int = 0):
+    """A hand-written sampling loop like diffusers pipelines run, for bare models.
+
+    cfg: "batched" (one call on [uncond, cond]), "split" (two calls per step) or "none".
+    The two CFG branches differ in their conditioning, so sharing a cache between them
+    would show up in the output.
+    """
+    cond = model_inputs(family, model, batch=batch, seed=seed)
+    uncond = model_inputs(family, model, batch=batch, seed=seed + 100)
+    sample_key = "sample" if family in ("unet", "unet2d") else "hidden_states"
+    latents = cond.pop(sample_key)
+    uncond.pop(sample_key)
+    for key in ("timestep", "img_ids", "txt_ids", "guidance", "added_cond_kwargs"):
+        uncond.pop(key, None)
+    if family == "dit":
+        uncond["class_labels"] = torch.full_like(cond["class_labels"], 999)
+    scheduler.set_timesteps(steps)
+    scale = 1000.0 if family == "flux" else 1.0
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            timestep = torch.full((batch,), float(t) / scale)
+            if family == "dit":
+                timestep = timestep.long()
+            if cfg == "none":
+                pred = _out(model(**{**cond, sample_key: latents, "timestep": timestep}))
+            elif cfg == "split":
+                pred_u = _out(model(**{**cond, **uncond, sample_key: latents, "timestep": timestep}))
+                pred_c = _out(model(**{**cond, sample_key: latents, "timestep": timestep}))
+                pred = pred_u + 3.0 * (pred_c - pred_u)
+            else:
+                both = {k: _cat(uncond.get(k), v) for k, v in cond.items()}
+                both.update({sample_key: torch.cat([latents, latents]), "timestep": torch.cat([timestep] * 2)})
+                pred_u, pred_c = _out(model(**both)).chunk(2)
+                pred = pred_u + 3.0 * (pred_c - pred_u)
+            pred = pred[:, : latents.shape[1]]  # DiT/PixArt also predict a variance
+            latents = scheduler.step(pred, t, latents).prev_sample
+    return latents
+
+
+def _cat(uncond, cond):
+    """Stack the uncond branch's value before the cond one; unbatched inputs (FLUX ids) are shared."""
+    return cond if uncond is None else torch.cat([uncond, cond])
+
+
+def _out(output):
+    return output[0] if isinstance(output, tuple) else output.sample
