@@ -1,0 +1,1 @@
+"""Speed and quality measurement: MACs, wall time, fidelity, and the harness that runs them."""
