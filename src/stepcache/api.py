@@ -73,6 +73,7 @@ class CacheHandle:
         self._scheduler_hooks = HookSet()
         self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended)
         self.method = config.build(self.adapter, self.clock)
+        self.method.pipe = pipe
         try:
             if scheduler is not None:
                 self.clock.watch_scheduler(scheduler, self._scheduler_hooks)

@@ -41,6 +41,7 @@ class CacheMethod:
         self.adapter = adapter
         self.clock = clock
         self.ctx: StepContext | None = None
+        self.pipe: Any = None  # the pipeline applied to, if any (e.g. to read do_classifier_free_guidance)
 
     def install(self, hooks: HookSet) -> None:
         raise NotImplementedError
