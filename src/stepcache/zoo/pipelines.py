@@ -23,6 +23,11 @@ class ZooPipeline(DiffusionPipeline):
     def denoiser(self) -> torch.nn.Module:
         return self.unet if "unet" in self.config else self.transformer
 
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the current call guides, read by caches (T-GATE) as on diffusers' own pipelines."""
+        return self._guidance_scale != 1
+
     def conditions(self, inputs) -> tuple[object, object]:
         """``(cond, uncond)`` batches for ``inputs``; uncond is the CFG null input of the same batch size."""
         raise NotImplementedError
@@ -49,6 +54,7 @@ class ZooPipeline(DiffusionPipeline):
         """
         if cfg_mode not in CFG_MODES or output_type not in OUTPUT_TYPES:
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, output_type one of {OUTPUT_TYPES}")
+        self._guidance_scale = guidance_scale
         cond, uncond = self.conditions(inputs)
         config = self.denoiser.config
         shape = (len(cond), config.in_channels, config.sample_size, config.sample_size)

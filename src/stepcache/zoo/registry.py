@@ -25,7 +25,7 @@ class ZooModel:
     pipeline_cls: type[ZooPipeline]
     train_steps: int
     lr: float
-    batch_size: int = 64
+    batch_size: int = 32
 
     @property
     def captioned(self) -> bool:
@@ -47,8 +47,8 @@ MODELS = {
             DiTTransformer2DModel,
             nets.build_dit,
             ClassConditionalPipeline,
-            train_steps=1600,
-            lr=5e-4,
+            train_steps=3000,
+            lr=1e-3,
         ),
         ZooModel(
             "pixart-shapes",
@@ -58,8 +58,8 @@ MODELS = {
             PixArtTransformer2DModel,
             nets.build_pixart,
             PixArtCaptionPipeline,
-            train_steps=1000,
-            lr=5e-4,
+            train_steps=2400,
+            lr=1e-3,
         ),
         ZooModel(
             "unet-shapes",
@@ -69,7 +69,7 @@ MODELS = {
             UNet2DConditionModel,
             nets.build_unet,
             UNetCaptionPipeline,
-            train_steps=1000,
+            train_steps=2000,
             lr=5e-4,
         ),
     )
