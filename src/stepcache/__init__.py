@@ -9,7 +9,8 @@
 from .adapters import UnsupportedModelError
 from .api import CacheHandle, apply, cached
 from .methods import METHODS, CacheConfig
+from .methods.tgate import TGateConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "CacheConfig", "CacheHandle", "UnsupportedModelError", "apply", "cached"]
+__all__ = ["METHODS", "CacheConfig", "CacheHandle", "UnsupportedModelError", "apply", "cached", "TGateConfig"]

@@ -55,3 +55,16 @@ def test_resolve_step_takes_indices_and_fractions():
 
 def test_stage_boundary():
     assert [is_before_boundary(i, 2) for i in range(4)] == [True, True, False, False]
+
+
+from stepcache.core.schedules import tgate_self_attn_reuse_steps  # noqa: E402
+
+
+def test_tgate_self_attention_reuse_steps_exact():
+    assert tgate_self_attn_reuse_steps(10, gate_step=8, interval=3, warmup=0) == [1, 2, 4, 5, 7]
+    assert tgate_self_attn_reuse_steps(10, gate_step=8, interval=3, warmup=2) == [3, 4, 6, 7]
+    assert tgate_self_attn_reuse_steps(10, gate_step=10, interval=1, warmup=0) == []
+    assert tgate_self_attn_reuse_steps(10, gate_step=1, interval=4, warmup=0) == []
+    with pytest.raises(ValueError, match="interval >= 1"):
+        tgate_self_attn_reuse_steps(10, gate_step=11, interval=2, warmup=0)
+

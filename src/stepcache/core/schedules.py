@@ -81,3 +81,18 @@ def is_before_boundary(step: int, boundary: int) -> bool:
 def _check_run(num_steps: int) -> None:
     if num_steps < 1:
         raise ValueError(f"a run needs at least one step, got {num_steps}")
+
+
+def tgate_self_attn_reuse_steps(num_steps: int, gate_step: int, interval: int, warmup: int) -> list[int]:
+    """T-GATE's partial self-attention caching: the steps that reuse self-attention.
+
+    Only steps before the gate reuse (from the gate on, self-attention runs every step).
+    Before it, the first ``warmup`` steps are computed, then every ``interval``-th step
+    counted from the end of the warm-up; the steps in between reuse the last one.
+    """
+    _check_run(num_steps)
+    if interval < 1 or warmup < 0 or not 0 <= gate_step <= num_steps:
+        raise ValueError(f"need interval >= 1, warmup >= 0, gate_step in [0, {num_steps}]; "
+                         f"got {interval}, {warmup}, {gate_step}")
+    return [i for i in range(max(warmup, 1), gate_step) if (i - warmup) % interval != 0]
+

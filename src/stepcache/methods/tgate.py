@@ -1,0 +1,277 @@
+"""T-GATE: compute cross-attention only up to a gate step, then reuse it (arXiv 2404.02747).
+
+Before the gate (steps i < m) cross-attention runs every step and self-attention may be
+computed only every k steps and reused in between. At the last step before the gate the
+cross-attention outputs are cached as the mean of the unconditional and conditional CFG
+outputs; from the gate on they are reused and self-attention runs every step.
+
+With one cross-attention output shared by both CFG branches, the branches of a U-Net or
+PixArt model get identical inputs everywhere else, so their outputs are identical and
+only one is computed, as T-GATE's own pipelines do: under batched CFG the call runs on
+the first (unconditional) half of the batch and its output is duplicated; under split
+CFG the first call of a step runs and the second returns its output. In SDXL the
+pooled text embedding also enters through the time embedding, so the branches still
+differ there: T-GATE then feeds only the unconditional inputs (negative pooled
+embedding and time ids), and so does this method by running the first half.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+from diffusers.utils import BaseOutput
+
+from ..adapters import CROSS_ATTN, SELF_ATTN, UnsupportedModelError
+from ..core import validate
+from ..core.schedules import resolve_step, tgate_self_attn_reuse_steps
+from . import register
+from .base import CacheConfig, CacheMethod
+
+CFG_MODES = ("auto", "batched", "split", "none")
+
+
+@register
+@dataclass(frozen=True)
+class TGateConfig(CacheConfig):
+    """T-GATE: cross-attention cached from a gate step on (CFG-averaged), optional self-attention caching before."""
+
+    method: ClassVar[str] = "tgate"
+    families: ClassVar[tuple[str, ...]] = ("unet", "pixart")
+
+    gate_step: int | float = 0.4  # m: index >= 1, or fraction of the run in (0, 1]; the run's length = no gate
+    self_attn_interval: int = 1  # k: before the gate, self-attention is computed every k steps (1 = every step)
+    self_attn_warmup: int = 0  # steps at the start that always compute self-attention
+    # "auto": CFG on/off from the pipeline; bare models name it: "batched", "split" or "none"
+    cfg: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        validate.check_step(name, "gate_step", self.gate_step)
+        if isinstance(self.gate_step, int):
+            validate.check_int(name, "gate_step", self.gate_step, 1)
+        else:
+            validate.check_float(name, "gate_step", self.gate_step, 0.0, 1.0, low_open=True)
+        validate.check_int(name, "self_attn_interval", self.self_attn_interval, 1)
+        validate.check_int(name, "self_attn_warmup", self.self_attn_warmup, 0)
+        validate.check_choice(name, "cfg", self.cfg, CFG_MODES)
+
+    def build(self, adapter, clock) -> "TGate":
+        return TGate(self, adapter, clock)
+
+
+class _Slot:
+    """What the attention hooks of one role do in the current call: reuse a list, fill a list, or neither."""
+
+    __slots__ = ("reuse", "store")
+
+    def __init__(self) -> None:
+        self.reuse: list | None = None
+        self.store: list | None = None
+
+
+class TGate(CacheMethod):
+    def __init__(self, config: TGateConfig, adapter, clock) -> None:
+        if not adapter.has_cross_attention:
+            raise UnsupportedModelError(
+                f"T-GATE gates a separate cross-attention, and {type(adapter.model).__name__} ({adapter.family}) "
+                "has none: SD3 and FLUX attend to text jointly with the image tokens, and unconditional "
+                "U-Nets have no text at all"
+            )
+        super().__init__(config, adapter, clock)
+        blocks = adapter.blocks()
+        self._self_attn = [m for block in blocks for m in adapter.sublayers(block)[SELF_ATTN]]
+        self._cross_attn = [m for block in blocks for m in adapter.sublayers(block).get(CROSS_ATTN, ())]
+        self._slots = {SELF_ATTN: _Slot(), CROSS_ATTN: _Slot()}
+        self._pipeline_cfg: Callable[[], bool] | None = None
+        self._clear_run()
+        self._clear_tensors()
+
+    # -- installation -------------------------------------------------------------------
+    def install(self, hooks) -> None:
+        if self.config.cfg == "auto":
+            self._pipeline_cfg = self._cfg_reader(hooks)
+        for role, modules in ((SELF_ATTN, self._self_attn), (CROSS_ATTN, self._cross_attn)):
+            for index, module in enumerate(modules):
+                hooks.wrap(module, self._attn_hook(self._slots[role], index))
+
+    def _cfg_reader(self, hooks) -> Callable[[], bool]:
+        """How to learn, at each run start, whether the pipeline runs classifier-free guidance."""
+        pipe = self.pipe
+        if pipe is None:
+            raise ValueError("TGateConfig(cfg='auto') needs a pipeline to read CFG from; for a bare model "
+                             "pass cfg='batched', 'split' or 'none'")
+        if isinstance(getattr(type(pipe), "do_classifier_free_guidance", None), property):
+            return lambda: bool(pipe.do_classifier_free_guidance)
+        encode = getattr(pipe, "encode_prompt", None)
+        if encode is not None and "do_classifier_free_guidance" in inspect.signature(encode).parameters:
+            # PixArt pipelines keep the flag in a local variable and hand it to encode_prompt
+            return self._capture_encode_prompt_cfg(hooks, inspect.signature(encode))
+        raise ValueError(f"cannot tell whether {type(pipe).__name__} runs classifier-free guidance; "
+                         "pass TGateConfig(cfg='batched', 'split' or 'none')")
+
+    def _capture_encode_prompt_cfg(self, hooks, signature) -> Callable[[], bool]:
+        seen: dict[str, bool] = {}
+
+        def encode_prompt(original, *args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            seen["cfg"] = bool(bound.arguments["do_classifier_free_guidance"])
+            return original(*args, **kwargs)
+
+        def read() -> bool:
+            if "cfg" not in seen:
+                raise RuntimeError("the pipeline ran its denoiser without encode_prompt, so T-GATE cannot tell "
+                                   "whether it uses CFG; pass TGateConfig(cfg=...)")
+            return seen["cfg"]
+
+        hooks.wrap_method(self.pipe, "encode_prompt", encode_prompt)
+        return read
+
+    @staticmethod
+    def _attn_hook(slot: _Slot, index: int):
+        def forward(original, *args, **kwargs):
+            if slot.reuse is not None:
+                return slot.reuse[index]
+            output = original(*args, **kwargs)
+            if slot.store is not None:
+                slot.store[index] = output
+            return output
+
+        return forward
+
+    # -- runs -----------------------------------------------------------------------------
+    def on_run_start(self, record) -> None:
+        super().on_run_start(record)
+        self._clear_run()
+        if record.num_steps is None:
+            raise ValueError("T-GATE needs the run's length to place its gate: pass scheduler= to apply() "
+                             "or call handle.start_run(num_steps) before a hand-written loop")
+        gate = resolve_step(self.config.gate_step, record.num_steps, "gate_step")
+        if gate < 1:
+            raise ValueError(f"gate_step={self.config.gate_step} falls on step 0 of this {record.num_steps}-step "
+                             "run; cross-attention must run at least once before the gate")
+        self._gate = gate
+        self._self_reuse = frozenset(tgate_self_attn_reuse_steps(
+            record.num_steps, gate, self.config.self_attn_interval, self.config.self_attn_warmup))
+        self._cfg_on = self._pipeline_cfg() if self._pipeline_cfg else self.config.cfg != "none"
+
+    def _clear_run(self) -> None:
+        self._gate: int | None = None
+        self._self_reuse: frozenset[int] = frozenset()
+        self._cfg_on = False
+        self._mode: str | None = None  # "batched", "split" or "none", known once the gate is reached
+
+    def _clear_tensors(self) -> None:
+        self._self_cache: dict[int, list] = {}  # branch -> self-attention outputs of its last full step
+        self._cross_at_gate: dict[int, list] = {}  # branch -> cross-attention outputs at step m-1
+        self._cross_mean: list | None = None  # the CFG-averaged cross-attention reused after the gate
+        self._first_branch_output: Any = None  # split CFG after the gate: the step's output, for branch 1
+        for slot in self._slots.values():
+            slot.reuse = slot.store = None
+
+    def clear(self) -> None:
+        self._clear_tensors()
+
+    def cache_tensors(self):
+        return (self._self_cache, self._cross_at_gate, self._cross_mean, self._first_branch_output)
+
+    def extra_stats(self) -> dict:
+        gate, num_steps = self._gate, self.clock.record.num_steps if self.clock.record else None
+        after_gate = list(range(gate, num_steps)) if gate is not None and num_steps else []
+        return {
+            "gate_step": gate,
+            "cfg_mode": self._mode,
+            "self_attn_reused_steps": sorted(self._self_reuse),
+            "cross_attn_reused_steps": after_gate,
+            "single_branch_steps": after_gate if self._mode in ("batched", "split") else [],
+        }
+
+    # -- denoiser calls -------------------------------------------------------------------
+    def model_call(self, ctx, forward, args, kwargs):
+        if ctx.step >= self._gate:
+            return self._after_gate(ctx, forward, args, kwargs)
+        branch = ctx.branch
+        self_slot, cross_slot = self._slots[SELF_ATTN], self._slots[CROSS_ATTN]
+        if ctx.step in self._self_reuse:
+            self_slot.reuse, self_slot.store = self._self_cache[branch], None
+            self.mark_cached()
+        else:
+            self_slot.reuse = None
+            # only kept when a later step before the gate will read it
+            self_slot.store = self._self_cache.setdefault(branch, [None] * len(self._self_attn)) \
+                if self._self_reuse else None
+        cross_slot.reuse = None
+        cross_slot.store = self._cross_at_gate.setdefault(branch, [None] * len(self._cross_attn)) \
+            if ctx.step == self._gate - 1 else None
+        return forward(*args, **kwargs)
+
+    def _after_gate(self, ctx, forward, args, kwargs):
+        if self._cross_mean is None:
+            self._close_gate()
+        self.mark_cached()
+        if self._mode == "split" and ctx.branch == 1:
+            output, self._first_branch_output = self._first_branch_output, None
+            return _map_tensors(output, torch.clone)
+        self._slots[SELF_ATTN].reuse = self._slots[SELF_ATTN].store = None
+        self._slots[CROSS_ATTN].reuse, self._slots[CROSS_ATTN].store = self._cross_mean, None
+        if self._mode == "batched":
+            batch = self.adapter.sample_and_timestep(args, kwargs)[0].shape[0]
+            half = _first_half(args, batch), _first_half(kwargs, batch)
+            return _map_tensors(forward(*half[0], **half[1]), lambda t: torch.cat([t, t]))
+        output = forward(*args, **kwargs)
+        if self._mode == "split":
+            self._first_branch_output = output
+        return output
+
+    def _close_gate(self) -> None:
+        """At the first call after the gate: settle the CFG mode and average the gate's cross-attention."""
+        branches = len(self._cross_at_gate)
+        mode = ("split" if branches == 2 else "batched") if self._cfg_on else "none"
+        if self.config.cfg not in ("auto", mode) or (mode == "none" and branches != 1):
+            raise RuntimeError(f"TGateConfig(cfg={self.config.cfg!r}) but the denoiser was called {branches} "
+                               f"time(s) per step{' under CFG' if self._cfg_on else ''}; set cfg to match the loop")
+        outputs = self._cross_at_gate
+        if mode == "split":
+            self._cross_mean = [(u + c) / 2 for u, c in zip(outputs[0], outputs[1])]
+        elif mode == "batched":
+            # diffusers pipelines stack the batch as [uncond; cond]
+            self._cross_mean = [_mean_of_halves(o) for o in outputs[0]]
+        else:
+            self._cross_mean = outputs[0]
+        self._mode = mode
+        self._cross_at_gate = {}
+        self._self_cache = {}
+
+
+def _mean_of_halves(output: torch.Tensor) -> torch.Tensor:
+    uncond, cond = output.chunk(2)
+    return (uncond + cond) / 2
+
+
+def _first_half(value, batch: int):
+    """The unconditional half of a batched-CFG input: every per-sample tensor (leading dim = batch) halved."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim and value.shape[0] == batch:
+            if batch % 2:
+                raise RuntimeError(f"batched CFG needs an even batch ([uncond; cond]), got {batch}")
+            return value[: batch // 2]
+        return value
+    if isinstance(value, dict):
+        return {key: _first_half(item, batch) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first_half(item, batch) for item in value)
+    return value
+
+
+def _map_tensors(output, fn):
+    """``output`` (a tensor, a tuple, or a diffusers output) with ``fn`` applied to its tensors."""
+    if isinstance(output, torch.Tensor):
+        return fn(output)
+    if isinstance(output, BaseOutput):
+        return type(output)(**{key: _map_tensors(value, fn) for key, value in output.items()})
+    if isinstance(output, tuple):
+        return tuple(_map_tensors(value, fn) for value in output)
+    return output
