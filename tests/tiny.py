@@ -21,6 +21,7 @@ from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
     UNet2DModel,
 )
@@ -250,3 +251,30 @@ def _cat(uncond, cond):
 
 def _out(output):
     return output[0] if isinstance(output, tuple) else output.sample
+
+
+@_seeded
+def unet_sdxl(levels: int = 3):
+    """A tiny SD-XL U-Net: text-and-time added conditioning (pooled text + 6 size/crop ids)."""
+    channels = (8, 16, 16, 16)[:levels]
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",), cross_attention_dim=TEXT_DIM,
+        attention_head_dim=4, norm_num_groups=4, addition_embed_type="text_time", addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=6 * 4 + TEXT_DIM,
+    )
+
+
+def sdxl_pipeline(**model_kwargs) -> StableDiffusionXLPipeline:
+    return StableDiffusionXLPipeline(
+        vae=vae(), text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+        unet=unet_sdxl(**model_kwargs), scheduler=ddim(), add_watermarker=False,
+    )
+
+
+def sdxl_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed + 7)
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1),
+                pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g), height=16, width=16)

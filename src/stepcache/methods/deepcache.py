@@ -1,0 +1,172 @@
+"""DeepCache (arXiv 2312.00858): U-Nets reuse their deep features, recomputing only the shallow path.
+
+Skip level ``branch`` = m splits a U-Net in two. A full step runs everything and caches
+the feature entering the up block at level m from below (the output of the up block one
+level deeper, or of the mid block when m is the deepest level). A cached step runs only
+the down blocks 0..m and the up blocks m..0, with the cached feature in place of the deep
+path, so the current input and the skip connections above level m stay fresh.
+
+The deep path is skipped with forward wrappers, not a copy of the U-Net's forward: on a
+cached step the deeper down blocks, the mid block and the up blocks below level m+1 hand
+back zero-cost placeholders shaped like their real outputs (the U-Net only slices and
+passes those on to the skipped up blocks), and the up block at level m+1 hands back the
+cached feature.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from ..core.schedules import is_uniform_full_step, nonuniform_full_steps, resolve_step, uniform_full_steps
+from ..core.validate import check_choice, check_float, check_int, check_step
+from . import register
+from .base import CacheConfig, CacheMethod
+
+SCHEDULES = ("uniform", "non-uniform")
+
+# what a wrapped block does in the current denoiser call
+_OUTSIDE, _FULL, _CACHED = 0, 1, 2
+
+
+@register
+@dataclass(frozen=True)
+class DeepCacheConfig(CacheConfig):
+    """DeepCache: 1 in N steps runs the whole U-Net, the others only the shallow path above skip level `branch`."""
+
+    method: ClassVar[str] = "deepcache"
+    families: ClassVar[tuple[str, ...]] = ("unet",)
+
+    interval: int = 3  # N: one full step in N (1 = never cache)
+    branch: int = 0  # skip level whose shallow path keeps running; 0 = shallowest, cheapest cached step
+    schedule: str = "uniform"  # "uniform": full when i % N == 0; "non-uniform": denser around `center`
+    center: int | float = 0.3  # non-uniform only: step index, or fraction of the run
+    power: float = 1.4  # non-uniform only: > 1; larger bunches full steps closer to `center`
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_int(owner, "interval", self.interval, 1)
+        check_int(owner, "branch", self.branch, 0)
+        check_choice(owner, "schedule", self.schedule, SCHEDULES)
+        check_step(owner, "center", self.center)
+        check_float(owner, "power", self.power, 1.0, low_open=True)
+
+    def build(self, adapter, clock) -> "DeepCache":
+        return DeepCache(self, adapter, clock)
+
+
+class DeepCache(CacheMethod):
+    """The hooks of one DeepCacheConfig on one U-Net, and its cached deep feature per CFG branch."""
+
+    def __init__(self, config: DeepCacheConfig, adapter, clock) -> None:
+        super().__init__(config, adapter, clock)
+        levels = adapter.num_levels
+        has_mid = adapter.mid_block is not None
+        # without a mid block, the deepest level has nothing below it to skip
+        deepest = levels - 1 if has_mid else levels - 2
+        if config.branch > deepest:
+            raise ValueError(
+                f"{type(config).__name__}.branch must be an integer in [0, {deepest}] for this U-Net "
+                f"({levels} skip levels{'' if has_mid else ', no mid block'}), got {config.branch}"
+            )
+        self._features: dict[int, Any] = {}  # CFG branch -> deep feature of its last full step
+        self._placeholders: dict[int, Any] = {}  # stand-in slot -> zero-cost output of the same structure
+        self._mode = _OUTSIDE
+        self._branch = 0
+        self._is_full: Callable[[int], bool] | None = None  # set at the first call of a run
+        self._planned: list[int] | None = None
+
+    # -- hooks ----------------------------------------------------------------------------
+    def install(self, hooks) -> None:
+        adapter, branch = self.adapter, self.config.branch
+        deepest = adapter.num_levels - 1
+        stand_ins = [adapter.down_block(level) for level in range(branch + 1, deepest + 1)]
+        if branch < deepest:
+            stand_ins.append(adapter.mid_block)
+            stand_ins += [adapter.up_block(level) for level in range(branch + 2, deepest + 1)]
+            source = adapter.up_block(branch + 1)
+        else:
+            source = adapter.mid_block
+        for slot, module in enumerate(m for m in stand_ins if m is not None):
+            hooks.wrap(module, functools.partial(self._stand_in, slot))
+        hooks.wrap(source, self._feature_source)
+
+    def _stand_in(self, slot: int, forward, *args, **kwargs):
+        if self._mode == _CACHED:
+            return self._placeholders[slot]
+        output = forward(*args, **kwargs)
+        if slot not in self._placeholders:
+            self._placeholders[slot] = _placeholder(output)
+        return output
+
+    def _feature_source(self, forward, *args, **kwargs):
+        if self._mode == _CACHED:
+            return self._features[self._branch]
+        output = forward(*args, **kwargs)
+        if self._mode == _FULL:
+            self._features[self._branch] = output
+        return output
+
+    # -- steps ----------------------------------------------------------------------------
+    def model_call(self, ctx, forward, args, kwargs):
+        if self._is_full is None:
+            self._is_full = self._plan(ctx.num_steps)
+        # a branch that has no feature yet (first step) must compute one
+        cached = ctx.branch in self._features and not self._is_full(ctx.step)
+        if cached:
+            self.mark_cached()
+        self._mode = _CACHED if cached else _FULL
+        self._branch = ctx.branch
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            self._mode = _OUTSIDE
+
+    def _plan(self, num_steps: int | None) -> Callable[[int], bool]:
+        config = self.config
+        if config.schedule == "uniform":
+            self._planned = uniform_full_steps(num_steps, config.interval) if num_steps else None
+            return functools.partial(is_uniform_full_step, interval=config.interval)
+        if num_steps is None:
+            raise RuntimeError(
+                "DeepCache's non-uniform schedule needs the number of steps of the run: pass the sampling "
+                "loop's scheduler to stepcache.apply(model, config, scheduler=...) or call handle.start_run(num_steps)"
+            )
+        center = resolve_step(config.center, num_steps, "center")
+        self._planned = nonuniform_full_steps(num_steps, config.interval, center, config.power)
+        return frozenset(self._planned).__contains__
+
+    def on_run_start(self, record) -> None:
+        super().on_run_start(record)
+        self._is_full = None
+        self._planned = None
+
+    def clear(self) -> None:
+        self._features.clear()
+        self._placeholders.clear()
+
+    def cache_tensors(self):
+        return self._features.values()
+
+    def extra_stats(self) -> dict:
+        config = self.config
+        return {
+            "branch": config.branch,
+            "interval": config.interval,
+            "schedule": config.schedule,
+            "schedule_full_steps": self._planned,
+        }
+
+
+def _placeholder(output: Any) -> Any:
+    """Zeros shaped like ``output`` (nested tuples of tensors), as views of one scalar: no memory, no compute."""
+    if isinstance(output, torch.Tensor):
+        return torch.zeros((), dtype=output.dtype, device=output.device).expand(output.shape)
+    if isinstance(output, tuple):
+        return tuple(_placeholder(item) for item in output)
+    if output is None:
+        return None
+    raise TypeError(f"DeepCache cannot stand in for a U-Net block that returns {type(output).__name__}")

@@ -1,0 +1,260 @@
+"""DeepCache on U-Nets: exactness, executed MACs against the schedule, CFG branches, pipelines, errors."""
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, UNet2DModel
+
+import stepcache
+import tiny
+from stepcache import DeepCacheConfig
+from stepcache.bench.macs import macs_by_module, macs_of
+from stepcache.core.schedules import nonuniform_full_steps, uniform_full_steps
+
+
+def _skip_unet():
+    """A UNet2DModel of skip blocks (NCSN++-style), whose blocks also pass a skip_sample along."""
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 32, 32),
+        down_block_types=("SkipDownBlock2D", "AttnSkipDownBlock2D", "SkipDownBlock2D"),
+        up_block_types=("SkipUpBlock2D", "AttnSkipUpBlock2D", "SkipUpBlock2D"), norm_num_groups=4,
+        attention_head_dim=8,
+    ).eval()
+
+
+UNETS = {
+    "unet": (lambda: tiny.unet_condition(levels=3), "unet"),
+    "unet2d": (tiny.unet, "unet2d"),
+    "skip": (_skip_unet, "unet2d"),
+}
+
+
+def _images(pipe, kwargs, steps=4):
+    return pipe(**kwargs, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+
+def _ddpm_pipeline():
+    return DDPMPipeline(unet=tiny.unet(), scheduler=tiny.ddim())
+
+
+PIPELINES = {
+    "sd": (tiny.sd_pipeline, tiny.sd_call_kwargs),
+    "sdxl": (tiny.sdxl_pipeline, tiny.sdxl_call_kwargs),
+    "ddpm": (_ddpm_pipeline, dict),
+}
+
+
+def _pipeline(name):
+    build, call_kwargs = PIPELINES[name]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, call_kwargs()
+
+
+def _without_runs(stats):
+    return {k: v for k, v in stats.items() if k != "runs"}
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_interval_1_is_bit_identical_to_the_uncached_pipeline(name):
+    pipe, kwargs = _pipeline(name)
+    reference = _images(pipe, kwargs)
+    with stepcache.cached(pipe, DeepCacheConfig(interval=1, branch=0)) as handle:
+        images = _images(pipe, kwargs)
+        stats = handle.stats()
+    assert torch.equal(images, reference)
+    assert stats["cached_steps"] == 0 and stats["full_steps"] == 4
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_caches_in_real_pipelines_and_remove_restores_exactly(name):
+    pipe, kwargs = _pipeline(name)
+    reference = _images(pipe, kwargs)
+    handle = stepcache.apply(pipe, DeepCacheConfig(interval=3, branch=1))
+    images = _images(pipe, kwargs)
+    stats = handle.stats()
+    handle.remove()
+    assert stats["full_step_indices"] == [0, 3] and stats["cached_step_indices"] == [1, 2]
+    assert stats["schedule_full_steps"] == [0, 3] and stats["branch"] == 1
+    assert not torch.equal(images, reference)  # the cached steps really reused stale deep features
+    assert torch.equal(_images(pipe, kwargs), reference)
+    assert not any("forward" in module.__dict__ for module in pipe.unet.modules())
+
+
+def test_each_pipeline_call_starts_afresh():
+    pipe, kwargs = _pipeline("sd")
+    with stepcache.cached(pipe, DeepCacheConfig(interval=2, branch=0)) as handle:
+        first = _images(pipe, kwargs)
+        first_stats = handle.stats()
+        second = _images(pipe, kwargs)
+        second_stats = handle.stats()
+    assert torch.equal(first, second)
+    assert _without_runs(first_stats) == _without_runs(second_stats)
+    assert (first_stats["runs"], second_stats["runs"]) == (1, 2)
+    assert second_stats["cache_bytes"] == 0  # freed at the end of the run
+
+
+def _skipped_module_names(model, branch):
+    """Module paths (as FlopCounterMode names them) of the deep path a cached step skips."""
+    levels = len(model.down_blocks)
+    prefix = type(model).__name__
+    deeper = range(branch + 1, levels)
+    return ([f"{prefix}.down_blocks.{level}" for level in deeper] + [f"{prefix}.mid_block"]
+            + [f"{prefix}.up_blocks.{levels - 1 - level}" for level in deeper])
+
+
+@pytest.mark.parametrize(
+    "unet,branch,config",
+    [
+        ("unet", 0, {}),
+        ("unet", 2, {}),
+        ("unet2d", 1, {}),
+        ("skip", 0, {}),
+        ("unet", 1, {"schedule": "non-uniform", "center": 0.5, "power": 1.4}),
+    ],
+)
+def test_executed_macs_match_the_schedule(unet, branch, config):
+    build, family = UNETS[unet]
+    model = build()
+    steps, interval = 8, 3
+    cfg = "batched" if family == "unet" else "none"
+    call_batch = 2 if cfg == "batched" else 1
+    _, per_module = macs_by_module(lambda: model(**tiny.model_inputs(family, model, batch=call_batch)))
+    full_call = per_module["Global"]
+    skipped = sum(per_module[name] for name in _skipped_module_names(model, branch))
+    assert 0 < skipped < full_call
+
+    scheduler = tiny.ddim()
+    with stepcache.cached(model, DeepCacheConfig(interval=interval, branch=branch, **config), scheduler=scheduler) as h:
+        _, executed = macs_of(lambda: tiny.denoise(model, family, scheduler, steps=steps, cfg=cfg))
+        stats = h.stats()
+
+    if config:
+        expected_full = nonuniform_full_steps(steps, interval, center=4, power=1.4)
+    else:
+        expected_full = uniform_full_steps(steps, interval)
+    assert stats["full_step_indices"] == expected_full
+    cached = steps - len(expected_full)
+    predicted = steps * full_call - cached * skipped
+    assert abs(executed - predicted) <= 0.01 * predicted
+
+
+def _deep_feature_source(model, branch):
+    levels = len(model.down_blocks)
+    return model.mid_block if branch == levels - 1 else model.up_blocks[levels - 2 - branch]
+
+
+def _output(out):
+    return out[0] if isinstance(out, tuple) else out.sample
+
+
+@pytest.mark.parametrize("unet,branch", [("unet", 0), ("unet", 1), ("unet", 2), ("unet2d", 1), ("skip", 1)])
+def test_a_cached_step_runs_the_shallow_path_on_its_own_input_with_the_cached_deep_feature(unet, branch):
+    build, family = UNETS[unet]
+    model = build()
+    first = tiny.model_inputs(family, model, seed=0)
+    second = {**first, "sample": tiny.model_inputs(family, model, seed=1)["sample"]}
+
+    # the reference, with plain torch hooks: the uncached U-Net on the second input, deep feature from the first
+    source = _deep_feature_source(model, branch)
+    captured = []
+    hook = source.register_forward_hook(lambda module, args, out: captured.append(out))
+    with torch.no_grad():
+        model(**first)
+    hook.remove()
+    hook = source.register_forward_hook(lambda module, args, out: captured[0])
+    with torch.no_grad():
+        expected = _output(model(**second))
+    hook.remove()
+
+    scheduler = tiny.ddim()
+    with stepcache.cached(model, DeepCacheConfig(interval=2, branch=branch), scheduler=scheduler) as handle:
+        scheduler.set_timesteps(2)
+        with torch.no_grad():
+            full = _output(model(**first))
+            scheduler.step(full, scheduler.timesteps[0], first["sample"])
+            cached = _output(model(**second))
+        assert handle.stats()["cached_step_indices"] == [1]
+    assert torch.equal(cached, expected)
+
+
+def test_split_cfg_keeps_one_cache_per_branch_and_matches_batched_cfg():
+    model = tiny.unet_condition(levels=3)
+    config = DeepCacheConfig(interval=3, branch=0)
+    uncached = tiny.denoise(model, "unet", tiny.ddim(), steps=4, cfg="split")
+    results = {}
+    for cfg in ("split", "batched"):
+        scheduler = tiny.ddim()
+        with stepcache.cached(model, config, scheduler=scheduler) as handle:
+            results[cfg] = tiny.denoise(model, "unet", scheduler, steps=4, cfg=cfg)
+            stats = handle.stats()
+        assert stats["steps"] == 4 and stats["cached_step_indices"] == [1, 2]
+        assert stats["calls"] == (8 if cfg == "split" else 4)
+    # a cache shared between the cond and uncond calls would feed one branch the other's deep features
+    # (split and batched CFG differ by float rounding only, about 1e-5; a shared cache by about 1e-1)
+    torch.testing.assert_close(results["split"], results["batched"], rtol=0, atol=1e-3)
+    assert not torch.allclose(results["split"], uncached, atol=1e-3)
+
+
+def test_cache_bytes_count_one_deep_feature_per_cfg_branch():
+    model = tiny.unet_condition(levels=3)
+    inputs = tiny.model_inputs("unet", model)
+    captured = []
+    hook = _deep_feature_source(model, 1).register_forward_hook(lambda module, args, out: captured.append(out))
+    with torch.no_grad():
+        model(**inputs)
+    hook.remove()
+    feature_bytes = captured[0].numel() * captured[0].element_size()
+
+    scheduler = tiny.ddim()
+    with stepcache.cached(model, DeepCacheConfig(interval=2, branch=1), scheduler=scheduler) as handle:
+        scheduler.set_timesteps(4)
+        with torch.no_grad():
+            model(**inputs)
+            assert handle.stats()["cache_bytes"] == feature_bytes
+            model(**inputs)  # split CFG: the second call of the same step, with its own cache
+        assert handle.stats()["cache_bytes"] == 2 * feature_bytes
+        handle.start_run(4)
+        with torch.no_grad():
+            model(**inputs)
+        assert handle.stats()["cache_bytes"] == feature_bytes  # the previous run's caches are gone
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"interval": 0}, r"interval must be an integer in \[1, inf\], got 0"),
+        ({"branch": -1}, r"branch must be an integer in \[0, inf\], got -1"),
+        ({"schedule": "cosine"}, r"schedule must be one of 'uniform', 'non-uniform', got 'cosine'"),
+        ({"schedule": "non-uniform", "power": 1.0}, r"power must be a number in \(1.0, inf\], got 1.0"),
+        ({"center": 1.5}, r"center must be a number in \[0.0, 1.0\], got 1.5"),
+        ({"center": -2}, r"center must be an integer in \[0, inf\], got -2"),
+        ({"interval": 2.5}, r"interval must be an integer"),
+    ],
+)
+def test_bad_parameters_name_the_field_and_the_allowed_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DeepCacheConfig(**kwargs)
+
+
+def test_branch_deeper_than_the_unet_is_an_error_naming_its_depth():
+    with pytest.raises(ValueError, match=r"branch must be an integer in \[0, 1\] for this U-Net \(2 skip levels\)"):
+        stepcache.apply(tiny.unet_condition(levels=2), DeepCacheConfig(branch=2))
+
+
+def test_only_unets_are_supported():
+    with pytest.raises(stepcache.UnsupportedModelError, match="works on unet models"):
+        stepcache.apply(tiny.dit(), DeepCacheConfig())
+
+
+def test_non_uniform_schedule_needs_the_run_length():
+    model = tiny.unet_condition(levels=3)
+    inputs = tiny.model_inputs("unet", model)
+    handle = stepcache.apply(model, DeepCacheConfig(schedule="non-uniform", center=0.5))
+    with pytest.raises(RuntimeError, match=r"scheduler=.*start_run"):
+        model(**inputs)
+    handle.start_run(10)
+    with torch.no_grad():
+        model(**inputs)
+    assert handle.stats()["schedule_full_steps"] == nonuniform_full_steps(10, 3, center=5, power=1.4)
+    handle.remove()
