@@ -9,8 +9,9 @@
 from .adapters import UnsupportedModelError
 from .api import CacheHandle, apply, cached
 from .methods import METHODS, CacheConfig
+from .methods.deepcache import DeepCacheConfig
 from .methods.tgate import TGateConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "CacheConfig", "CacheHandle", "UnsupportedModelError", "apply", "cached", "TGateConfig"]
+__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "UnsupportedModelError", "apply", "cached", "TGateConfig"]
