@@ -11,7 +11,8 @@ from .api import CacheHandle, apply, cached
 from .methods import METHODS, CacheConfig
 from .methods.deepcache import DeepCacheConfig
 from .methods.tgate import TGateConfig
+from .methods.adacache import AdaCacheConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "UnsupportedModelError", "apply", "cached", "TGateConfig"]
+__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "UnsupportedModelError", "apply", "cached", "TGateConfig", "AdaCacheConfig"]

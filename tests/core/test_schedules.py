@@ -57,7 +57,7 @@ def test_stage_boundary():
     assert [is_before_boundary(i, 2) for i in range(4)] == [True, True, False, False]
 
 
-from stepcache.core.schedules import tgate_self_attn_reuse_steps  # noqa: E402
+from stepcache.core.schedules import adacache_reuse_length, tgate_self_attn_reuse_steps  # noqa: E402
 
 
 def test_tgate_self_attention_reuse_steps_exact():
@@ -68,3 +68,9 @@ def test_tgate_self_attention_reuse_steps_exact():
     with pytest.raises(ValueError, match="interval >= 1"):
         tgate_self_attn_reuse_steps(10, gate_step=11, interval=2, warmup=0)
 
+
+def test_adacache_codebook_exact():
+    codebook = ((0.03, 4), (0.05, 3), (0.08, 2))
+    assert [adacache_reuse_length(d, codebook) for d in (0.0, 0.0299, 0.03, 0.049, 0.07, 0.08, 5.0)] == [
+        4, 4, 3, 3, 2, 1, 1]
+    assert adacache_reuse_length(0.001, ((1.0, 1),)) == 1

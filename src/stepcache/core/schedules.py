@@ -96,3 +96,15 @@ def tgate_self_attn_reuse_steps(num_steps: int, gate_step: int, interval: int, w
                          f"got {interval}, {warmup}, {gate_step}")
     return [i for i in range(max(warmup, 1), gate_step) if (i - warmup) % interval != 0]
 
+
+def adacache_reuse_length(distance: float, codebook: tuple[tuple[float, int], ...]) -> int:
+    """AdaCache's codebook: a residual's rate of change -> for how many steps to reuse it.
+
+    ``codebook`` holds (threshold, length) pairs with increasing thresholds; a distance
+    below a threshold gets its length (the first that matches), one at or above every
+    threshold gets 1 (the next step is full again).
+    """
+    for threshold, length in codebook:
+        if distance < threshold:
+            return length
+    return 1

@@ -16,3 +16,4 @@ def register(config_class: type[CacheConfig]) -> type[CacheConfig]:
 __all__ = ["CacheConfig", "CacheMethod", "METHODS", "register"]
 from . import tgate  # noqa: E402,F401
 from . import deepcache  # noqa: E402,F401
+from . import adacache  # noqa: E402,F401
