@@ -9,10 +9,12 @@
 from .adapters import UnsupportedModelError
 from .api import CacheHandle, apply, cached
 from .methods import METHODS, CacheConfig
+from .methods.teacache import TeaCacheConfig
+from .calibration import calibrate
 from .methods.deepcache import DeepCacheConfig
 from .methods.tgate import TGateConfig
 from .methods.adacache import AdaCacheConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "UnsupportedModelError", "apply", "cached", "TGateConfig", "AdaCacheConfig"]
+__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "TeaCacheConfig", "UnsupportedModelError", "apply", "cached", "calibrate", "TGateConfig", "AdaCacheConfig"]

@@ -47,6 +47,40 @@ def _models(args) -> int:
     return 0
 
 
+def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="zoo:NAME, a shipped transformer zoo model")
+    parser.add_argument("--out", required=True, help="JSON file to write the coefficients to")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps per generation (default 25)")
+    parser.add_argument("--seeds", type=int, default=3, help="generations, with seeds 0..N-1 (default 3)")
+    parser.add_argument("--degree", type=int, default=4, help="degree of the fitted polynomial (default 4)")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the generations (default 3)")
+
+
+@command("calibrate", "fit TeaCache's rescaling coefficients for a model and save them as JSON", _calibrate_arguments)
+def _calibrate(args) -> int:
+    from .bench.targets import ZOO_PREFIX, load_pipeline
+    from .calibration import calibrate
+    from .zoo.teacache import calibration_inputs
+
+    if not args.model.startswith(ZOO_PREFIX):
+        raise ValueError(
+            "the calibrate command takes zoo:NAME models (their inputs are known); "
+            "for another pipeline call stepcache.calibrate(pipe, ...) from Python"
+        )
+    inputs = calibration_inputs(args.model[len(ZOO_PREFIX):])
+    pipe = load_pipeline(args.model)
+    result = calibrate(
+        pipe, inputs, num_inference_steps=args.steps, guidance_scale=args.guidance_scale, output_type="pt",
+        seeds=range(args.seeds), degree=args.degree,
+    )
+    result.save(args.out)
+    print(
+        f"{result.model_class}: degree {result.degree} fit on {result.num_samples} steps, "
+        f"relative fit error {result.fit_error:.3f}; coefficients written to {args.out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepcache", description="Training-free caching for diffusers models.")
     sub = parser.add_subparsers(dest="command", required=True)

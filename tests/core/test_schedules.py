@@ -7,6 +7,7 @@ from stepcache.core.schedules import (
     is_uniform_full_step,
     nonuniform_full_steps,
     resolve_step,
+    teacache_step,
     uniform_full_steps,
 )
 
@@ -74,3 +75,15 @@ def test_adacache_codebook_exact():
     assert [adacache_reuse_length(d, codebook) for d in (0.0, 0.0299, 0.03, 0.049, 0.07, 0.08, 5.0)] == [
         4, 4, 3, 3, 2, 1, 1]
     assert adacache_reuse_length(0.001, ((1.0, 1),)) == 1
+
+
+def test_teacache_step_accumulates_until_the_threshold_and_keeps_first_and_last_full():
+    assert teacache_step(0.0, 0.0, 0.5, 0, 5) == (False, 0.0)  # first step: always full
+    assert teacache_step(0.0, 0.25, 0.5, 1, 5) == (True, 0.25)
+    assert teacache_step(0.25, 0.125, 0.5, 2, 5) == (True, 0.375)
+    assert teacache_step(0.375, 0.25, 0.5, 3, 5) == (False, 0.625)  # reached the threshold: full
+    assert teacache_step(0.0, 0.0, 0.5, 4, 5) == (False, 0.0)  # last step: always full
+    assert teacache_step(0.0, 0.0, 0.0, 2, 5) == (False, 0.0)  # threshold 0 never skips
+    assert teacache_step(0.0, 0.0, 1.0, 0, 1) == (False, 0.0)
+    with pytest.raises(ValueError, match="at least one step"):
+        teacache_step(0.0, 0.1, 0.5, 0, 0)

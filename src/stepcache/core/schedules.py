@@ -78,6 +78,21 @@ def is_before_boundary(step: int, boundary: int) -> bool:
     return step < boundary
 
 
+def teacache_step(
+    accumulated: float, distance: float, threshold: float, step: int, num_steps: int
+) -> tuple[bool, float]:
+    """TeaCache's accumulator at one step: (skip the step?, the accumulated distance it compared).
+
+    The rescaled distance of this step is added to what accumulated since the last full
+    step; the step is skipped while that sum stays below ``threshold``. The first and
+    last steps are always full. After a full step the caller restarts from 0, after a
+    skipped one from the returned sum.
+    """
+    _check_run(num_steps)
+    total = accumulated + distance
+    return (0 < step < num_steps - 1 and total < threshold), total
+
+
 def _check_run(num_steps: int) -> None:
     if num_steps < 1:
         raise ValueError(f"a run needs at least one step, got {num_steps}")

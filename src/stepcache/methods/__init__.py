@@ -17,3 +17,4 @@ __all__ = ["CacheConfig", "CacheMethod", "METHODS", "register"]
 from . import tgate  # noqa: E402,F401
 from . import deepcache  # noqa: E402,F401
 from . import adacache  # noqa: E402,F401
+from . import teacache  # noqa: E402,F401

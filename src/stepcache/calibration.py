@@ -1,0 +1,105 @@
+"""Fitting TeaCache's rescaling polynomial for a model: ``stepcache.calibrate(pipe, ...)``.
+
+TeaCache decides from how much the first block's modulated input changed since the
+previous step, but what it must bound is how much the model output changed, and the
+relation between the two differs per model. Calibration runs a few uncached
+generations, records per step and CFG branch the relative L1 change of the modulated
+input (x) and of the model output (y) against the previous step, and fits y ≈ p(x) by
+least squares (``numpy.polyfit``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from .adapters import TRANSFORMER_FAMILIES
+from .api import cached
+from .core.validate import check_int
+from .methods.base import CacheConfig, CacheMethod
+from .methods.teacache import Calibration, relative_l1
+
+MAX_DEGREE = 8  # beyond this polyfit is ill-conditioned on distances in [0, 1]
+
+
+def calibrate(pipe: Any, *call_args, seeds: Sequence[int] = (0, 1, 2), degree: int = 4, **call_kwargs) -> Calibration:
+    """Fit TeaCache coefficients for ``pipe``'s denoiser from uncached generations.
+
+    Calls ``pipe(*call_args, generator=<seeded CPU generator>, **call_kwargs)`` once per
+    seed (pass e.g. the inputs, ``num_inference_steps`` and ``output_type`` as for a normal
+    call). Returns the fit; ``.save(path)`` writes the JSON ``TeaCacheConfig`` reads.
+    """
+    check_int("calibrate", "degree", degree, 1, MAX_DEGREE)
+    if len(seeds) == 0:
+        raise ValueError("calibrate needs at least one seed")
+    with cached(pipe, DistanceRecording()) as handle:
+        for seed in seeds:
+            pipe(*call_args, generator=torch.Generator().manual_seed(seed), **call_kwargs)
+        inputs, outputs = handle.method.input_distances, handle.method.output_distances
+    coefficients, fit_error = fit_coefficients(inputs, outputs, degree)
+    return Calibration(type(handle.model).__name__, coefficients, fit_error, len(inputs))
+
+
+def fit_coefficients(
+    input_distances: Sequence[float], output_distances: Sequence[float], degree: int
+) -> tuple[tuple[float, ...], float]:
+    """Least-squares polynomial (highest degree first) and its relative mean absolute error."""
+    x = np.asarray(input_distances, dtype=np.float64)
+    y = np.asarray(output_distances, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"need two equally long 1-D sequences of distances, got shapes {x.shape} and {y.shape}")
+    if len(x) <= degree:
+        raise ValueError(
+            f"a degree-{degree} fit needs more than {degree} (input, output) pairs, got {len(x)}; "
+            "use more steps or seeds, or a lower degree"
+        )
+    coefficients = np.polyfit(x, y, degree)
+    fit_error = float(np.mean(np.abs(np.polyval(coefficients, x) - y)) / np.mean(np.abs(y)))
+    return tuple(float(c) for c in coefficients), fit_error
+
+
+@dataclass(frozen=True)
+class DistanceRecording(CacheConfig):
+    """Records TeaCache's (input distance, output distance) pairs; caches nothing (not a user method)."""
+
+    method: ClassVar[str] = "teacache-calibration"
+    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+
+    def build(self, adapter, clock) -> "DistanceRecorder":
+        return DistanceRecorder(self, adapter, clock)
+
+
+class DistanceRecorder(CacheMethod):
+    """Per CFG branch, compares each call's modulated input and output with the previous step's."""
+
+    def __init__(self, config, adapter, clock) -> None:
+        super().__init__(config, adapter, clock)
+        self.first_block = adapter.blocks()[0]
+        self.input_distances: list[float] = []
+        self.output_distances: list[float] = []
+        self.signal: torch.Tensor | None = None  # this call's modulated input
+        self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # branch -> (signal, output)
+
+    def install(self, hooks) -> None:
+        hooks.wrap(self.first_block, self._first_block)
+
+    def clear(self) -> None:
+        self.previous.clear()
+        self.signal = None
+
+    def _first_block(self, original, *args, **kwargs):
+        self.signal = self.adapter.modulated_input(self.first_block, args, kwargs)
+        return original(*args, **kwargs)
+
+    def model_call(self, ctx, forward, args, kwargs):
+        output = forward(*args, **kwargs)
+        sample = output[0]  # diffusers outputs and return_dict=False tuples both index this way
+        if ctx.branch in self.previous:
+            previous_signal, previous_sample = self.previous[ctx.branch]
+            self.input_distances.append(relative_l1(self.signal, previous_signal))
+            self.output_distances.append(relative_l1(sample, previous_sample))
+        self.previous[ctx.branch] = (self.signal, sample)
+        return output

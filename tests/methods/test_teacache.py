@@ -1,0 +1,215 @@
+"""TeaCache: exact at threshold 0, skips more as the threshold grows, MAC-exact, CFG branches kept apart."""
+
+import math
+
+import pytest
+import torch
+
+import stepcache
+import tiny
+from stepcache.adapters import UnsupportedModelError, adapter_for
+from stepcache.bench.macs import macs_by_module, macs_of
+from stepcache.core.hooks import HookSet
+from stepcache.methods.teacache import TeaCacheConfig
+
+STEPS = 6
+LINEAR = [1.0, 0.0]  # the identity rescale, given explicitly so no warning is raised
+SKIP_ALL = TeaCacheConfig(threshold=1e9, coefficients=LINEAR)  # every step but the first and last
+
+
+CALLS = {
+    "dit": lambda: dict(class_labels=[3]),
+    "pixart": tiny.pixart_call_kwargs,
+    "sd3": tiny.sd3_call_kwargs,
+    "flux": tiny.flux_call_kwargs,
+}
+
+
+def pipeline(family: str):
+    pipe = getattr(tiny, f"{family}_pipeline")()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, family: str, steps: int) -> torch.Tensor:
+    seeded = torch.Generator().manual_seed(0)
+    return pipe(**CALLS[family](), num_inference_steps=steps, output_type="pt", generator=seeded).images
+
+
+@pytest.mark.parametrize("family", ["dit", "pixart", "sd3", "flux"])
+def test_threshold_zero_is_bit_identical_and_remove_restores(family):
+    pipe = pipeline(family)
+    reference = generate(pipe, family, STEPS)
+    with stepcache.cached(pipe, TeaCacheConfig(threshold=0.0, coefficients=LINEAR)) as handle:
+        assert torch.equal(generate(pipe, family, STEPS), reference)
+        assert handle.stats()["cached_steps"] == 0
+    with stepcache.cached(pipe, SKIP_ALL) as handle:
+        skipping = generate(pipe, family, STEPS)
+        assert handle.stats()["cached_step_indices"] == list(range(1, STEPS - 1))
+    assert not torch.equal(skipping, reference)
+    assert torch.equal(generate(pipe, family, STEPS), reference)
+
+
+def test_skipping_grows_with_threshold_and_first_and_last_steps_stay_full():
+    pipe = pipeline("dit")
+    steps = 8
+    counts = []
+    for threshold in (0.0, 0.2, 0.5, 1e9):
+        with stepcache.cached(pipe, TeaCacheConfig(threshold=threshold, coefficients=LINEAR)) as handle:
+            generate(pipe, "dit", steps)
+            stats = handle.stats()
+        trace = stats["accumulated_distance"]
+        assert {0, steps - 1} <= set(stats["full_step_indices"])
+        assert len(trace) == steps and trace[0] == 0.0
+        # a middle step is skipped exactly when its accumulated distance stayed under the threshold
+        assert [i for i in range(1, steps - 1) if trace[i] < threshold] == stats["cached_step_indices"]
+        counts.append(stats["cached_steps"])
+    assert counts == sorted(counts)
+    assert counts[0] == 0 and counts[-1] == steps - 2 and 0 < counts[1] < counts[2] < steps - 2
+
+
+def test_coefficients_rescale_the_distance():
+    pipe = pipeline("dit")
+    traces = {}
+    for coefficients in ([1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]):
+        with stepcache.cached(pipe, TeaCacheConfig(threshold=0.0, coefficients=coefficients)) as handle:
+            generate(pipe, "dit", STEPS)
+            traces[coefficients[0]] = handle.stats()["accumulated_distance"]
+    assert traces[2.0] == pytest.approx([2 * x for x in traces[1.0]])
+    assert traces[-1.0] == [0.0] * STEPS  # an estimated change is never negative
+
+
+@pytest.mark.parametrize("family", ["dit", "flux"])
+def test_executed_macs_match_the_skipped_steps(family):
+    pipe = pipeline(family)
+    _, uncached = macs_by_module(lambda: generate(pipe, family, STEPS))
+    root = type(pipe.transformer).__name__
+    names = {id(module): f"{root}.{name}" for name, module in pipe.transformer.named_modules()}
+    stack_per_step = sum(uncached[names[id(block)]] for block in adapter_for(pipe.transformer).blocks()) / STEPS
+    with stepcache.cached(pipe, TeaCacheConfig(threshold=0.3, coefficients=LINEAR)) as handle:
+        _, macs = macs_of(lambda: generate(pipe, family, STEPS))
+        cached_steps = handle.stats()["cached_steps"]
+    assert 0 < cached_steps < STEPS - 2
+    # a skipped step runs no block; every step computes the signal once
+    predicted = uncached["Global"] + STEPS * _signal_macs(pipe, family) - cached_steps * stack_per_step
+    assert math.isclose(macs, predicted, rel_tol=0.01)
+
+
+def _signal_macs(pipe, family) -> int:
+    """MACs of computing the decision signal once, on block 0's real inputs of one call."""
+    handle = stepcache.apply(pipe, TeaCacheConfig(threshold=0.0, coefficients=LINEAR))
+    block = handle.method.first_block
+    seen = []
+    probe = HookSet()
+    probe.wrap(block, lambda original, *a, **k: seen.append((a, k)) or original(*a, **k))
+    generate(pipe, family, 2)
+    probe.remove()
+    handle.remove()
+    args, kwargs = seen[0]
+    return macs_of(lambda: handle.adapter.modulated_input(block, args, kwargs))[1]
+
+
+def test_each_call_starts_afresh():
+    pipe = pipeline("pixart")
+    with stepcache.cached(pipe, TeaCacheConfig(threshold=0.3, coefficients=LINEAR)) as handle:
+        first, first_stats = generate(pipe, "pixart", STEPS), handle.stats()
+        second, second_stats = generate(pipe, "pixart", STEPS), handle.stats()
+    assert torch.equal(first, second)
+    assert first_stats["cached_steps"] > 0 and first_stats["cache_bytes"] == 0
+    assert {**first_stats, "runs": 0} == {**second_stats, "runs": 0}
+
+
+@pytest.mark.parametrize("family", ["dit", "sd3"])
+def test_split_cfg_keeps_a_residual_per_branch(family):
+    # skipping every middle step in both CFG modes: split reproduces batched only if each
+    # branch adds its own residual (a shared one would mix cond and uncond)
+    batched, batched_stats, _ = _cfg_run(family, "batched")
+    split, split_stats, split_bytes = _cfg_run(family, "split")
+    assert batched_stats["cached_step_indices"] == split_stats["cached_step_indices"] == list(range(1, STEPS - 1))
+    torch.testing.assert_close(split, batched, rtol=1e-4, atol=1e-4)
+    model = tiny.MODELS[family]()
+    hidden_bytes = (model.config.sample_size // model.config.patch_size) ** 2 * model.inner_dim * 4
+    assert split_bytes == 3 * hidden_bytes  # a residual per branch (batch 1), and branch 0's signal
+
+
+def _cfg_run(family: str, cfg: str):
+    """(latents, stats, cache bytes held during step 1) of a hand-written CFG loop skipping every middle step."""
+    model, scheduler = tiny.MODELS[family](), tiny.ddim()
+    handle = stepcache.apply(model, SKIP_ALL, scheduler=scheduler)
+    held = []
+    probe = HookSet()
+    probe.wrap_method(scheduler, "step", lambda original, *a, **k: held.append(handle.stats()["cache_bytes"])
+                      or original(*a, **k))
+    latents = tiny.denoise(model, family, scheduler, STEPS, cfg=cfg)
+    probe.remove()
+    stats = handle.stats()
+    handle.remove()
+    return latents, stats, held[1]
+
+
+def test_split_cfg_decides_once_per_step_for_both_branches():
+    model, scheduler = tiny.dit(), tiny.ddim()
+    handle = stepcache.apply(model, TeaCacheConfig(threshold=0.3, coefficients=LINEAR), scheduler=scheduler)
+    ran = []
+    probe = HookSet()
+    attention = handle.adapter.sublayers(handle.adapter.blocks()[0])["attn"][0]
+    probe.wrap(attention, lambda original, *a, **k: ran.append((handle.method.ctx.step, handle.method.ctx.branch))
+               or original(*a, **k))
+    tiny.denoise(model, "dit", scheduler, steps=10, cfg="split")
+    probe.remove()
+    stats = handle.stats()
+    handle.remove()
+    assert 0 < stats["cached_steps"]
+    assert sorted(ran) == [(step, branch) for step in stats["full_step_indices"] for branch in (0, 1)]
+
+
+def test_bare_model_without_run_length_is_a_clear_error():
+    model = tiny.dit()
+    with stepcache.cached(model, TeaCacheConfig(coefficients=LINEAR)):
+        with pytest.raises(RuntimeError, match="start_run"):
+            model(**tiny.model_inputs("dit", model))
+
+
+def test_hand_written_loop_with_start_run():
+    model = tiny.dit()
+    inputs = tiny.model_inputs("dit", model)
+    with stepcache.cached(model, SKIP_ALL) as handle:
+        handle.start_run(3)
+        with torch.no_grad():
+            for t in (900, 500, 100):
+                model(**{**inputs, "timestep": torch.full((2,), t)})
+        assert handle.stats()["cached_step_indices"] == [1]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(threshold=-0.1), r"threshold must be a number in \[0.0, inf\]"),
+        (dict(threshold=float("nan")), "threshold"),
+        (dict(threshold=True), "threshold"),
+        (dict(coefficients=[[1.0, 0.0], [2.0, 0.0]]), "coefficients must be a 1-D sequence"),
+        (dict(coefficients=[]), "coefficients must be a 1-D sequence"),
+        (dict(coefficients=[1.0, float("inf")]), "coefficients must be a 1-D sequence"),
+        (dict(coefficients=["a", "b"]), "coefficients must be a 1-D sequence"),
+    ],
+)
+def test_bad_parameters_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TeaCacheConfig(**kwargs)
+
+
+def test_without_coefficients_it_warns_and_uses_the_identity():
+    pipe = pipeline("dit")
+    with pytest.warns(UserWarning, match="without coefficients"):
+        handle = stepcache.apply(pipe, TeaCacheConfig(threshold=0.0))
+    generate(pipe, "dit", STEPS)
+    identity = handle.stats()["accumulated_distance"]
+    handle.remove()
+    with stepcache.cached(pipe, TeaCacheConfig(threshold=0.0, coefficients=LINEAR)) as handle:
+        generate(pipe, "dit", STEPS)
+        assert handle.stats()["accumulated_distance"] == identity
+
+
+def test_u_nets_are_not_supported():
+    with pytest.raises(UnsupportedModelError, match="TeaCacheConfig works on"):
+        stepcache.apply(tiny.unet_condition(), TeaCacheConfig(coefficients=LINEAR))
