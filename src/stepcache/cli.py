@@ -11,16 +11,158 @@ import sys
 from typing import Callable, Sequence
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+FIELD_COMMANDS: set[str] = set()  # commands that take a method's parameters as --FIELD VALUE
 
 
-def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None] = lambda p: None):
-    """Register ``run(args) -> int`` as subcommand ``name``."""
+def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None] = lambda p: None,
+            method_fields: bool = False):
+    """Register ``run(args) -> int`` as subcommand ``name``.
+
+    With ``method_fields`` the options argparse does not know are handed to ``run`` as
+    ``args.fields`` ({"threshold": "0.2", ...}), to be matched to a config's fields.
+    """
 
     def register(run: Callable) -> Callable:
         COMMANDS[name] = (help_text, configure, run)
+        if method_fields:
+            FIELD_COMMANDS.add(name)
         return run
 
     return register
+
+
+def parse_fields(extra: list[str]) -> dict[str, str]:
+    """``["--threshold", "0.2", "--interval=3"]`` -> {"threshold": "0.2", "interval": "3"}."""
+    fields, items = {}, list(extra)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--") or len(item) < 3:
+            raise ValueError(f"unexpected argument {item!r}; method parameters are given as --FIELD VALUE")
+        name, sep, value = item[2:].partition("=")
+        if not sep:
+            if not items or items[0].startswith("--"):
+                raise ValueError(f"--{name} needs a value")
+            value = items.pop(0)
+        fields[name.replace("-", "_")] = value
+    return fields
+
+
+def _model_options(parser: argparse.ArgumentParser, default_model: str | None) -> None:
+    parser.add_argument("--model", default=default_model, required=default_model is None,
+                        help="zoo:NAME, arch:NAME (random weights, speed only) or a local from_pretrained folder")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 25, arch: 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise, the same for every run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per config, after one warm-up")
+    parser.add_argument("--prompt", default=None, help="prompt for a local text-to-image pipeline")
+    parser.add_argument("--device", default="cpu")
+
+
+def _configure_generate(parser: argparse.ArgumentParser) -> None:
+    _model_options(parser, "zoo:dit-digits")
+    parser.add_argument("--method", required=True, help="caching method (see `stepcache methods`)")
+    parser.add_argument("--batch", type=int, default=None, help="images per run (zoo default: 8)")
+    parser.add_argument("--out", default="out/generate.png", help="image grid PNG; the summary goes to <out>.json")
+    parser.epilog = "method parameters: --FIELD VALUE for each field of the method's config, e.g. --threshold 0.2"
+
+
+@command("generate", "generate images with a cache; print its speedup and fidelity against no cache",
+         _configure_generate, method_fields=True)
+def _generate(args) -> int:
+    from .bench import configs
+    from .bench.generate import generate, summary_line
+    from .bench.records import check_writable
+    from .bench.targets import load_sampler
+
+    if args.model.startswith("arch:"):
+        raise ValueError("arch: models have random weights and no meaningful images; use `stepcache bench`")
+    cls = configs.config_class(args.method)
+    config = cls(**configs.coerce_fields(cls, args.fields))
+    out = check_writable(args.out)
+    check_writable(out.with_suffix(".json"))
+    _check_counts(args)
+    call_kwargs = {"prompt": args.prompt} if args.prompt else None
+    sampler = load_sampler(args.model, num_steps=args.steps, batch=args.batch, call_kwargs=call_kwargs,
+                           device=args.device)
+    print(summary_line(generate(sampler, config, out, repeats=args.repeats, seed=args.seed)))
+    return 0
+
+
+def _configure_bench(parser: argparse.ArgumentParser) -> None:
+    _model_options(parser, None)
+    parser.set_defaults(model=None)
+    parser.add_argument("--method", action="append", default=None,
+                        help="method to sweep (repeatable; default: every method for the model's family)")
+    parser.add_argument("--grid", action="append", default=[],
+                        help="FIELD=V1,V2 or METHOD.FIELD=V1,V2: replaces that field's default grid values")
+    parser.add_argument("--batch", type=int, default=None, help="images per run (zoo default: 8, arch: 1)")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="zoo models: samples per seed set for accuracy and Fréchet distance (0: skip)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the fewer-steps baseline")
+    parser.add_argument("--out", default="out/bench.json", help="results JSON (rewritten after every config)")
+    parser.add_argument("--plot", default="out/bench.png", help="speed/quality plot PNG")
+    parser.add_argument("--suite", action="store_true",
+                        help="run the whole suite and write BENCHMARKS.md (same as python -m stepcache.bench.suite)")
+    parser.add_argument("--quick", action="store_true", help="with --suite: smoke-test settings")
+
+
+@command("bench", "measure speed (wall time, MACs) and quality of caching configs against no cache", _configure_bench)
+def _bench(args) -> int:
+    from .bench import configs
+    from .bench.records import check_writable
+    from .bench.runner import run
+    from .bench.targets import load_sampler
+
+    if args.suite:
+        from .bench import suite
+
+        return suite.main(["--quick"] if args.quick else [])
+    if args.model is None:
+        raise ValueError("--model is required (zoo:NAME, arch:NAME or a local pipeline folder), or give --suite")
+    _check_counts(args)
+    methods = args.method or []
+    explicit = _grid_configs(methods, args.grid) if methods else None
+    out, plot = check_writable(args.out), check_writable(args.plot)
+    call_kwargs = {"prompt": args.prompt} if args.prompt else None
+    sampler = load_sampler(args.model, num_steps=args.steps, batch=args.batch, call_kwargs=call_kwargs,
+                           distribution_samples=args.samples, device=args.device)
+    family = _family(sampler)
+    if explicit is None:
+        methods = sorted(name for name, cls in configs.METHODS.items() if family in cls.families)
+        explicit = _grid_configs(methods, args.grid)
+    unfit = sorted({c.method for c in explicit if family not in type(c).families})
+    if unfit:
+        raise ValueError(f"{', '.join(unfit)} cannot run on {args.model} ({family} model)")
+    try:
+        run(sampler, explicit, out=out, plot=plot, repeats=args.repeats, seed=args.seed,
+            fewer_steps_baseline=not args.no_baseline)
+    except KeyboardInterrupt:
+        print(f"stepcache bench: interrupted; the finished records are in {out}", file=sys.stderr)
+        return 130
+    print(f"wrote {out} and {plot}")
+    return 0
+
+
+def _grid_configs(methods: list[str], grid_items: list[str]) -> list:
+    from .bench import configs
+
+    for method in methods:
+        configs.config_class(method)
+    grid = configs.parse_grid(grid_items, methods)
+    return [c for m in methods for c in configs.grid_configs(m, grid[m])]
+
+
+def _family(sampler) -> str:
+    from .adapters import adapter_for
+    from .api import find_denoiser
+
+    return adapter_for(find_denoiser(sampler.target)[0]).family
+
+
+def _check_counts(args) -> None:
+    for name in ("steps", "repeats", "batch", "samples"):
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "samples" else 1):
+            raise ValueError(f"--{name} must be >= {0 if name == 'samples' else 1}, got {value}")
 
 
 @command("methods", "list the caching methods and the model families each works on")
@@ -92,8 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in FIELD_COMMANDS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command in FIELD_COMMANDS:
+            args.fields = parse_fields(extra)
         return args.run(args)
     except (ValueError, TypeError, OSError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

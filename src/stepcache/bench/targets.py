@@ -21,3 +21,25 @@ def load_pipeline(spec: str, device: str = "cpu") -> Any:
         return DiffusionPipeline.from_pretrained(path, local_files_only=True).to(device)
     known = ", ".join(ZOO_PREFIX + name for name, _ in zoo.list_models())
     raise ValueError(f"unknown model {spec!r}: give zoo:NAME ({known}) or a local from_pretrained directory")
+
+
+def load_sampler(spec: str, num_steps: int | None = None, batch: int | None = None, distribution_samples: int = 0,
+                 call_kwargs: dict | None = None, device: str = "cpu"):
+    """A bench Sampler for ``zoo:NAME``, ``arch:NAME`` (speed only) or a local pipeline directory.
+
+    A local pipeline is called with ``call_kwargs`` (e.g. ``{"prompt": "a cat"}``).
+    """
+    from .arch import ARCH_PREFIX, DEFAULT_STEPS, arch_sampler
+    from .samplers import ZOO_BATCH, pipeline_sampler, zoo_sampler
+
+    if spec.startswith(ZOO_PREFIX):
+        from .. import zoo
+
+        zoo.registry.get(spec[len(ZOO_PREFIX):])  # unknown names fail before anything loads
+        return zoo_sampler(spec[len(ZOO_PREFIX):], num_steps=num_steps or 25, batch=batch or ZOO_BATCH,
+                           distribution_samples=distribution_samples, device=device)
+    if spec.startswith(ARCH_PREFIX):
+        return arch_sampler(spec[len(ARCH_PREFIX):], num_steps=num_steps or DEFAULT_STEPS, batch=batch or 1,
+                            device=device)
+    pipe = load_pipeline(spec, device=device)
+    return pipeline_sampler(pipe, call_kwargs, num_steps=num_steps or 25, name=spec)

@@ -1,0 +1,164 @@
+"""Method configs from text: typed ``--field value`` parsing and the parameter grids the bench sweeps.
+
+Everything works off ``stepcache.methods.METHODS`` and each config's dataclass fields, so a
+new method needs nothing here but, optionally, an entry in ``DEFAULT_GRIDS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import types
+import typing
+from typing import Any
+
+from ..methods import METHODS, CacheConfig
+
+# The settings `stepcache bench` sweeps when no --grid is given: 3+ points from "nearly
+# lossless" to "aggressive", following the ranges each method's paper reports.
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "deepcache": {"interval": [2, 3, 5]},
+    "fora": {"interval": [2, 3, 5]},
+    "delta_dit": {"interval": [2, 3, 4]},
+    "teacache": {"threshold": [0.1, 0.2, 0.4]},
+    "tgate": {"gate_step": [0.7, 0.5, 0.3]},
+    # (rate threshold, reuse steps) codebooks: conservative, the method's default, aggressive
+    "adacache": {"codebook": [((0.02, 3), (0.04, 2)), ((0.03, 4), (0.05, 3), (0.08, 2)),
+                              ((0.05, 5), (0.08, 4), (0.12, 2))]},
+}
+
+TUPLE_SEPARATORS = ("/", ":")
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def config_class(method: str) -> type[CacheConfig]:
+    """The config class registered as ``method``; ValueError listing the known methods otherwise."""
+    if method not in METHODS:
+        known = ", ".join(sorted(METHODS)) or "none registered"
+        raise ValueError(f"unknown method {method!r}; known methods: {known}")
+    return METHODS[method]
+
+
+def field_names(cls: type[CacheConfig]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def coerce_fields(cls: type[CacheConfig], values: dict[str, str]) -> dict[str, Any]:
+    """Text values -> typed field values of ``cls``; unknown field -> ValueError listing the fields."""
+    hints = typing.get_type_hints(cls)
+    names = field_names(cls)
+    typed = {}
+    for name, text in values.items():
+        if name not in names:
+            raise ValueError(f"{cls.method} has no parameter {name!r}; its parameters: {', '.join(names)}")
+        typed[name] = coerce(text, hints[name], f"{cls.method}.{name}")
+    return typed
+
+
+def coerce(text: Any, hint: Any, what: str, depth: int = 0) -> Any:
+    """Convert command-line ``text`` to type ``hint`` (int, float, bool, str, unions, tuples, Literal)."""
+    if not isinstance(text, str):
+        return text
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(text, args, what, depth)
+    if origin is typing.Literal:
+        return _coerce_union(text, tuple(type(a) for a in args), what, depth)
+    if origin is tuple:
+        return _coerce_tuple(text, args, what, depth)
+    return _coerce_scalar(text, hint, what)
+
+
+def _coerce_tuple(text: str, args: tuple, what: str, depth: int) -> tuple:
+    # nested tuples need one separator per level: "0.03:4/0.05:3" is ((0.03, 4), (0.05, 3))
+    if depth >= len(TUPLE_SEPARATORS):
+        raise ValueError(f"{what}: tuples nested deeper than {len(TUPLE_SEPARATORS)} cannot be given as text")
+    parts = [p for p in text.split(TUPLE_SEPARATORS[depth]) if p]
+    variadic = not args or (len(args) == 2 and args[1] is Ellipsis)
+    items = [args[0] if args else str] * len(parts) if variadic else list(args)
+    if len(items) != len(parts):
+        raise ValueError(f"{what}: expected {len(items)} values separated by {TUPLE_SEPARATORS[depth]!r}, got {text!r}")
+    return tuple(coerce(part, item, what, depth + 1) for part, item in zip(parts, items))
+
+
+def _coerce_union(text: str, args: tuple, what: str, depth: int) -> Any:
+    if type(None) in args and text.lower() == "none":
+        return None
+    # int before float, so "3" stays a step index and "0.3" becomes a fraction
+    order = sorted((a for a in args if a is not type(None)), key=_union_rank)
+    for candidate in order:
+        try:
+            return coerce(text, candidate, what, depth)
+        except ValueError:
+            continue
+    raise ValueError(f"{what}: cannot read {text!r} as {' or '.join(getattr(a, '__name__', str(a)) for a in args)}")
+
+
+def _union_rank(hint: Any) -> int:
+    scalars = (int, float, bool, str)
+    return scalars.index(hint) if hint in scalars else len(scalars)
+
+
+def _coerce_scalar(text: str, hint: Any, what: str) -> Any:
+    try:
+        if hint is bool:
+            if text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError(text)
+        if hint in (int, float, str):
+            return hint(text)
+    except ValueError:
+        raise ValueError(f"{what}: cannot read {text!r} as {hint.__name__}") from None
+    raise ValueError(f"{what}: parameters of type {hint} cannot be given on the command line")
+
+
+def parse_grid(items: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``["interval=2,3,5", "teacache.threshold=0.1,0.3"]`` -> method -> field -> values (still text).
+
+    A bare ``field=...`` applies to every requested method that has the field.
+    """
+    grid: dict[str, dict[str, list[str]]] = {m: {} for m in methods}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid expects FIELD=V1,V2,... or METHOD.FIELD=V1,..., got {item!r}")
+        method, _, field = key.rpartition(".")
+        targets = [method] if method else [m for m in methods if field in field_names(config_class(m))]
+        if method and method not in methods:
+            raise ValueError(f"--grid {item!r} names method {method!r}, which is not among --method {methods}")
+        if not targets:
+            raise ValueError(f"--grid field {field!r} belongs to none of the methods {methods}")
+        for target in targets:
+            grid[target][field] = values.split(",")
+    return grid
+
+
+def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None) -> list[CacheConfig]:
+    """Every config of ``method``'s grid: its default grid with ``overrides`` replacing fields."""
+    cls = config_class(method)
+    if method not in DEFAULT_GRIDS and not overrides:
+        raise ValueError(f"method {method!r} has no default grid; give one with --grid FIELD=V1,V2,...")
+    grid = {**DEFAULT_GRIDS.get(method, {}), **(overrides or {})}
+    fields = list(grid)
+    configs = []
+    for combo in itertools.product(*(grid[f] for f in fields)):
+        configs.append(cls(**coerce_fields(cls, {f: v for f, v in zip(fields, combo)})))
+    return configs
+
+
+def describe(config: CacheConfig | None) -> str:
+    """Label with every field that is set, e.g. ``fora interval=3``: a table row must say exactly what ran.
+
+    Fields left at None (meaning "the method's automatic choice") are omitted for brevity.
+    """
+    if config is None:
+        return "uncached"
+    values = {name: getattr(config, name) for name in field_names(type(config))}
+    return " ".join([config.method, *(f"{k}={v}" for k, v in values.items() if v is not None)])
+
+
+def as_record(config: CacheConfig | None) -> dict | None:
+    """The exact config as JSON: method name and every field."""
+    if config is None:
+        return None
+    return {"method": config.method, **dataclasses.asdict(config)}

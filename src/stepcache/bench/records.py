@@ -1,0 +1,109 @@
+"""The results file: run information plus one record per measured config, rewritten atomically.
+
+The file is replaced (write to a temporary file, then ``os.replace``) after every record,
+so an interrupted benchmark leaves a valid JSON with every finished record and never a
+half-written one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def run_info(device: torch.device) -> dict:
+    """Versions, device and date, so a result can be traced to what produced it."""
+    import diffusers
+    import transformers
+
+    from .. import __version__
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "stepcache": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    return info
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+class ResultsFile:
+    """``add(record)`` appends a record and rewrites the whole file atomically."""
+
+    def __init__(self, path: str | os.PathLike, info: dict) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.records: list[dict] = []
+
+    def add(self, record: dict) -> None:
+        self.records.append(public(record))
+        write_json_atomic(self.path, {"run": self.info, "records": self.records})
+
+
+def public(record: dict) -> dict:
+    """The record without in-memory extras (keys starting with "_", e.g. the images)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` so readers see the old file or the new one, never a part."""
+    text = json.dumps(_finite(payload), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: non-finite floats (the PSNR of identical images) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail now, before any generation, if ``path`` cannot be written (folder is created if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OSError(f"cannot write {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the folder of {path}: {error.strerror}") from None
+    # a real probe file: os.access says yes to root even on read-only file systems
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe"):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror}") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OSError(f"cannot write {path}: permission denied")
+    return path

@@ -1,0 +1,154 @@
+"""``stepcache.bench.run``: the uncached run, every config, and the fewer-steps baseline, measured alike.
+
+Every run uses the same sampler, steps and seed, in one process. Per config: one warm-up
+run (its images are the fidelity sample, and it measures peak memory and cache bytes),
+``repeats`` timed runs, one run under the MAC counter and, for zoo models, the
+distribution scores. Each finished record is written to the results file at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..api import apply
+from ..methods.base import CacheConfig
+from . import fidelity
+from .baseline import baseline_steps, matching_steps
+from .configs import as_record, describe
+from .macs import macs_of
+from .measure import peak_cache_bytes, peak_memory, time_runs
+from .records import ResultsFile, check_writable, run_info
+from .samplers import Sampler, pipeline_sampler
+
+
+def run(
+    target: Sampler | Any,
+    configs: Iterable[CacheConfig],
+    *,
+    out: str | Path | None = None,
+    plot: str | Path | None = None,
+    call_kwargs: dict | None = None,
+    num_steps: int | None = None,
+    repeats: int = 3,
+    seed: int = 0,
+    fewer_steps_baseline: bool = True,
+    progress: bool = True,
+) -> list[dict]:
+    """Benchmark ``configs`` on ``target`` (a Sampler, or a diffusers pipeline called with ``call_kwargs``).
+
+    Returns the records (uncached first, then one per config, then the fewer-steps
+    runs); ``out`` gets them as JSON after each one, ``plot`` a speed/quality PNG.
+    """
+    sampler = target if isinstance(target, Sampler) else pipeline_sampler(target, call_kwargs, num_steps or 25)
+    if num_steps is not None:
+        sampler.num_steps = num_steps
+    configs = list(configs)
+    for path in (out, plot):
+        if path is not None:
+            check_writable(path)
+    results = ResultsFile(out, run_info(sampler.device)) if out else None
+    records: list[dict] = []
+    bar = tqdm(total=1 + len(configs), desc=sampler.name, unit="config", disable=not progress)
+
+    def finish(record: dict) -> None:
+        records.append(record)
+        if results:
+            results.add(record)
+        bar.update(1)
+
+    try:
+        reference = measure(sampler, None, sampler.num_steps, repeats, seed)
+        bar.set_postfix_str("uncached")
+        finish(reference)
+        for config in configs:
+            bar.set_postfix_str(describe(config))
+            finish(measure(sampler, config, sampler.num_steps, repeats, seed, reference))
+        if fewer_steps_baseline:
+            cached_records = [r for r in records if r["kind"] == "cached"]
+            steps_list = baseline_steps(sampler.num_steps, [r["mac_ratio"] for r in cached_records])
+            bar.total += len(steps_list)
+            for steps in steps_list:
+                bar.set_postfix_str(f"{steps} steps")
+                record = measure(sampler, None, steps, repeats, seed, reference)
+                record["matches"] = [
+                    r["label"] for r in cached_records if matching_steps(sampler.num_steps, r["mac_ratio"]) == steps
+                ]
+                finish(record)
+    finally:
+        bar.close()
+        if plot and records:
+            from .plot import pareto_plot
+
+            pareto_plot(records, plot, title=sampler.name)
+    return records
+
+
+def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: int, seed: int,
+            reference: dict | None = None) -> dict:
+    """One record: ``config`` (None: uncached) at ``steps``, compared with the ``reference`` record."""
+    device = sampler.device
+    handle = apply(sampler.target, config, scheduler=sampler.scheduler) if config is not None else None
+    scheduler = sampler.scheduler or sampler.target.scheduler
+    try:
+        cache_peak = peak_cache_bytes(handle, scheduler) if handle else contextlib.nullcontext({"bytes": 0})
+        with peak_memory(device) as memory, cache_peak as cache:
+            images = sampler.sample(steps, seed)
+        stats = handle.stats() if handle else None
+        wall = time_runs(lambda: sampler.sample(steps, seed), repeats, device)
+        _, macs = macs_of(lambda: sampler.sample(steps, seed))
+        distribution = sampler.distribution.evaluate(steps) if sampler.distribution else None
+    finally:
+        if handle:
+            handle.remove()
+    kind = "cached" if config is not None else ("uncached" if reference is None else "fewer_steps")
+    record = {
+        "kind": kind,
+        "label": describe(config) if config is not None else f"uncached {steps} steps",
+        "config": as_record(config),
+        "steps": steps,
+        "full_steps": stats["full_steps"] if stats else steps,
+        "cached_steps": stats["cached_steps"] if stats else 0,
+        "wall_s": wall,
+        "macs": macs,
+        "peak_memory_bytes": memory["bytes"],
+        "peak_memory_how": memory["how"],
+        "cache_bytes": cache["bytes"],
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(_relative(record, reference))
+    record["fidelity"] = _fidelity(sampler, images, reference) if sampler.measures_quality else None
+    record["distribution"] = distribution
+    record["_images"] = images
+    return record
+
+
+def _relative(record: dict, reference: dict | None) -> dict:
+    if reference is None:
+        return {"speedup_wall": 1.0, "speedup_macs": 1.0, "mac_ratio": 1.0, "wall_over_mac_speedup": 1.0}
+    speedup_wall = reference["wall_s"]["median"] / record["wall_s"]["median"]
+    speedup_macs = reference["macs"] / record["macs"]
+    return {
+        "speedup_wall": speedup_wall,
+        "speedup_macs": speedup_macs,
+        "mac_ratio": record["macs"] / reference["macs"],
+        # the goal: wall-time speedup at least 90% of what the MACs promise
+        "wall_over_mac_speedup": speedup_wall / speedup_macs,
+    }
+
+
+def _fidelity(sampler: Sampler, images: torch.Tensor, reference: dict | None) -> dict:
+    if reference is None:
+        return {"psnr": float("inf"), "ssim": 1.0, "feature_distance": 0.0 if sampler.perceptual_trunk else None}
+    ref = reference["_images"]
+    return {
+        "psnr": fidelity.psnr(images, ref),
+        "ssim": fidelity.ssim(images, ref),
+        "feature_distance": fidelity.feature_distance(sampler.perceptual_trunk, images, ref)
+        if sampler.perceptual_trunk is not None else None,
+    }

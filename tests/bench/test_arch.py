@@ -1,0 +1,17 @@
+from bench.toy import ToyConfig
+from stepcache.bench import arch, runner
+
+
+def test_configs_are_the_published_sizes():
+    assert arch.DIT_XL_2["num_layers"] == 28 and arch.DIT_XL_2["num_attention_heads"] * 72 == 1152
+    assert arch.PIXART_ALPHA_512["caption_channels"] == 4096 and arch.PIXART_ALPHA_512["sample_size"] == 64
+    assert arch.SD15_UNET["block_out_channels"] == (320, 640, 1280, 1280)
+    assert arch.SD15_UNET["cross_attention_dim"] == 768
+
+
+def test_speed_only_run_on_a_shrunk_arch_model():
+    sampler = arch.arch_sampler("dit-xl-2", num_steps=4, num_layers=1, latent_size=8)
+    records = runner.run(sampler, [ToyConfig(interval=2)], repeats=1, progress=False, fewer_steps_baseline=False)
+    cached = records[1]
+    assert cached["fidelity"] is None and cached["speedup_macs"] > 1.5
+    assert cached["wall_over_mac_speedup"] == cached["speedup_wall"] / cached["speedup_macs"]

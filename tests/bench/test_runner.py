@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+
+import tiny
+from bench.toy import ToyConfig
+from stepcache.bench import runner
+from stepcache.bench.report import benchmarks_markdown
+from stepcache.bench.records import run_info
+
+STEPS = 4
+
+
+def bench(tmp_path, configs, **kwargs):
+    pipe = tiny.dit_pipeline()
+    return runner.run(pipe, configs, call_kwargs={"class_labels": [1, 2]}, num_steps=STEPS, repeats=1,
+                      out=tmp_path / "r.json", progress=False, **kwargs)
+
+
+def test_records_and_fewer_steps_baseline(tmp_path):
+    records = bench(tmp_path, [ToyConfig(interval=2)], plot=tmp_path / "p.png")
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["uncached", "cached", "fewer_steps"]
+    uncached, cached, fewer = records
+    assert cached["full_steps"] == 2 and cached["cached_steps"] == 2
+    assert cached["speedup_macs"] > 1 and cached["cache_bytes"] > 0
+    assert fewer["steps"] == round(STEPS * cached["mac_ratio"]) and fewer["matches"] == [cached["label"]]
+    assert cached["fidelity"]["psnr"] < 100 and 0 < cached["fidelity"]["ssim"] < 1
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert [r["label"] for r in saved["records"]] == [r["label"] for r in records]
+    assert saved["records"][1]["config"] == {"method": "toy", "interval": 2, "scale": 1.0}
+    assert saved["run"]["torch"] and saved["run"]["date"]
+    assert (tmp_path / "p.png").stat().st_size > 0
+    text = benchmarks_markdown([{"model": "tiny", "records": records, "plot": "p.png"}], run_info(torch.device("cpu")),
+                               "cmd", [], quick=True)
+    assert "fewer steps: " in text and "toy interval=2" in text
+
+
+def test_interrupted_run_keeps_finished_records(tmp_path, monkeypatch):
+    measure = runner.measure
+    calls = []
+
+    def interrupted(sampler, config, *args, **kwargs):
+        calls.append(config)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return measure(sampler, config, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bench(tmp_path, [ToyConfig(interval=2), ToyConfig(interval=3)])
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert [r["kind"] for r in saved["records"]] == ["uncached", "cached"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
