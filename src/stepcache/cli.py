@@ -48,13 +48,14 @@ def parse_fields(extra: list[str]) -> dict[str, str]:
 
 
 def _model_options(parser: argparse.ArgumentParser, default_model: str | None) -> None:
-    parser.add_argument("--model", default=default_model, required=default_model is None,
+    parser.add_argument("--model", default=default_model,
                         help="zoo:NAME, arch:NAME (random weights, speed only) or a local from_pretrained folder")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 25, arch: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise, the same for every run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per config, after one warm-up")
     parser.add_argument("--prompt", default=None, help="prompt for a local text-to-image pipeline")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _configure_generate(parser: argparse.ArgumentParser) -> None:
@@ -76,20 +77,21 @@ def _generate(args) -> int:
     if args.model.startswith("arch:"):
         raise ValueError("arch: models have random weights and no meaningful images; use `stepcache bench`")
     cls = configs.config_class(args.method)
-    config = cls(**configs.coerce_fields(cls, args.fields))
+    cls(**configs.coerce_fields(cls, args.fields))  # bad parameters fail before anything loads
     out = check_writable(args.out)
     check_writable(out.with_suffix(".json"))
     _check_counts(args)
     call_kwargs = {"prompt": args.prompt} if args.prompt else None
     sampler = load_sampler(args.model, num_steps=args.steps, batch=args.batch, call_kwargs=call_kwargs,
                            device=args.device)
+    model_defaults = sampler.config_defaults.get(args.method, {})
+    config = cls(**configs.coerce_fields(cls, {**model_defaults, **args.fields}))
     print(summary_line(generate(sampler, config, out, repeats=args.repeats, seed=args.seed)))
     return 0
 
 
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
     _model_options(parser, None)
-    parser.set_defaults(model=None)
     parser.add_argument("--method", action="append", default=None,
                         help="method to sweep (repeatable; default: every method for the model's family)")
     parser.add_argument("--grid", action="append", default=[],
@@ -115,20 +117,21 @@ def _bench(args) -> int:
     if args.suite:
         from .bench import suite
 
-        return suite.main(["--quick"] if args.quick else [])
+        return suite.main(["--quick"] * args.quick + (["--threads", str(args.threads)] if args.threads else []))
     if args.model is None:
         raise ValueError("--model is required (zoo:NAME, arch:NAME or a local pipeline folder), or give --suite")
     _check_counts(args)
     methods = args.method or []
-    explicit = _grid_configs(methods, args.grid) if methods else None
+    if methods:
+        _grid_configs(methods, args.grid, {})  # fail on bad names and values before loading the model
     out, plot = check_writable(args.out), check_writable(args.plot)
     call_kwargs = {"prompt": args.prompt} if args.prompt else None
     sampler = load_sampler(args.model, num_steps=args.steps, batch=args.batch, call_kwargs=call_kwargs,
                            distribution_samples=args.samples, device=args.device)
     family = _family(sampler)
-    if explicit is None:
+    if not methods:
         methods = sorted(name for name, cls in configs.METHODS.items() if family in cls.families)
-        explicit = _grid_configs(methods, args.grid)
+    explicit = _grid_configs(methods, args.grid, sampler.config_defaults)
     unfit = sorted({c.method for c in explicit if family not in type(c).families})
     if unfit:
         raise ValueError(f"{', '.join(unfit)} cannot run on {args.model} ({family} model)")
@@ -142,13 +145,13 @@ def _bench(args) -> int:
     return 0
 
 
-def _grid_configs(methods: list[str], grid_items: list[str]) -> list:
+def _grid_configs(methods: list[str], grid_items: list[str], model_defaults: dict) -> list:
     from .bench import configs
 
     for method in methods:
         configs.config_class(method)
     grid = configs.parse_grid(grid_items, methods)
-    return [c for m in methods for c in configs.grid_configs(m, grid[m])]
+    return [c for m in methods for c in configs.grid_configs(m, grid[m], model_defaults.get(m))]
 
 
 def _family(sampler) -> str:
@@ -159,10 +162,14 @@ def _family(sampler) -> str:
 
 
 def _check_counts(args) -> None:
-    for name in ("steps", "repeats", "batch", "samples"):
+    for name in ("steps", "repeats", "batch", "samples", "threads"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "samples" else 1):
             raise ValueError(f"--{name} must be >= {0 if name == 'samples' else 1}, got {value}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 @command("methods", "list the caching methods and the model families each works on")

@@ -53,3 +53,15 @@ def test_interrupted_run_keeps_finished_records(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "r.json").read_text())
     assert [r["kind"] for r in saved["records"]] == ["uncached", "cached"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_zoo_model_gets_feature_distance_and_distribution_scores():
+    from stepcache.bench.samplers import zoo_sampler
+
+    sampler = zoo_sampler("dit-digits", num_steps=3, batch=2, distribution_samples=10)
+    records = runner.run(sampler, [ToyConfig(interval=2)], repeats=1, progress=False, fewer_steps_baseline=False)
+    uncached, cached = records
+    assert uncached["fidelity"]["feature_distance"] == 0.0 < cached["fidelity"]["feature_distance"]
+    scores = cached["distribution"]
+    assert scores["samples"] == 10 and len(scores["per_seed_set"]) == 2
+    assert 0 <= scores["accuracy"] <= 1 and scores["frechet"] > 0 and scores["frechet_spread"] >= 0

@@ -133,8 +133,12 @@ def parse_grid(items: list[str], methods: list[str]) -> dict[str, dict[str, list
     return grid
 
 
-def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None) -> list[CacheConfig]:
-    """Every config of ``method``'s grid: its default grid with ``overrides`` replacing fields."""
+def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None,
+                 model_defaults: dict[str, Any] | None = None) -> list[CacheConfig]:
+    """Every config of ``method``'s grid: its default grid with ``overrides`` replacing fields.
+
+    ``model_defaults`` (a Sampler's ``config_defaults[method]``) fill the fields the grid leaves out.
+    """
     cls = config_class(method)
     if method not in DEFAULT_GRIDS and not overrides:
         raise ValueError(f"method {method!r} has no default grid; give one with --grid FIELD=V1,V2,...")
@@ -142,7 +146,8 @@ def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None) -> 
     fields = list(grid)
     configs = []
     for combo in itertools.product(*(grid[f] for f in fields)):
-        configs.append(cls(**coerce_fields(cls, {f: v for f, v in zip(fields, combo)})))
+        values = {**(model_defaults or {}), **dict(zip(fields, combo))}
+        configs.append(cls(**coerce_fields(cls, values)))
     return configs
 
 

@@ -23,13 +23,14 @@ class ZooDistribution:
     def __init__(self, dataset: str, classifier: torch.nn.Module, inputs: Callable[[int], list],
                  call: Callable[[list, int, int], torch.Tensor], samples: int) -> None:
         from .. import zoo
+        from ..zoo import metrics
 
         self.classifier = classifier
         self.inputs = inputs
         self.call = call
         self.samples = samples
         self.classes = zoo.data.num_classes(dataset)
-        self.real_features = zoo.metrics.features(classifier, zoo.real_images(dataset, "test"))
+        self.real_features = metrics.features(classifier, zoo.real_images(dataset, "test"))
 
     def evaluate(self, steps: int) -> dict:
         """Accuracy and Fréchet distance of samples at ``steps``, per seed set, with mean and spread."""

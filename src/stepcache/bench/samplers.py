@@ -9,7 +9,7 @@ Three kinds, one interface:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -35,6 +35,9 @@ class Sampler:
     measures_quality: bool = True
     perceptual_trunk: nn.Module | None = None  # see fidelity.feature_distance
     distribution: Any = None  # a quality.ZooDistribution for zoo models
+    # method -> field values calibrated for this model (e.g. a zoo model's TeaCache coefficients),
+    # used wherever the user or the grid does not set that field
+    config_defaults: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +89,17 @@ def zoo_sampler(
         num_steps=num_steps,
         perceptual_trunk=classifier.body if classifier is not None else None,
         distribution=distribution,
+        config_defaults=zoo_config_defaults(name),
     )
+
+
+def zoo_config_defaults(name: str) -> dict:
+    """Field values a zoo model ships for methods: its calibrated TeaCache coefficients, if any."""
+    from ..zoo.teacache import COEFFICIENTS_FILE
+    from ..zoo import registry
+
+    path = registry.get(name).path / COEFFICIENTS_FILE
+    return {"teacache": {"coefficients": str(path)}} if path.is_file() else {}
 
 
 def pipeline_sampler(pipe: Any, call_kwargs: dict | None = None, num_steps: int = 25, name: str | None = None,

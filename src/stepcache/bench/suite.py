@@ -41,7 +41,7 @@ class SuiteSettings:
 
 
 FULL = SuiteSettings()
-QUICK = SuiteSettings(zoo_steps=4, arch_steps=3, repeats=1, samples=24, arch_overrides=(
+QUICK = SuiteSettings(zoo_steps=8, arch_steps=6, repeats=1, samples=24, arch_overrides=(
     ("dit-xl-2", {"num_layers": 2}), ("pixart-alpha", {"num_layers": 2}),
     ("sd15-unet", {"block_out_channels": (32, 32, 32, 32), "attention_head_dim": 2}),
 ))
@@ -50,7 +50,12 @@ QUICK = SuiteSettings(zoo_steps=4, arch_steps=3, repeats=1, samples=24, arch_ove
 def applicable_configs(sampler) -> list:
     """Default-grid configs of every registered method that works on the sampler's model family."""
     family = adapter_for(find_denoiser(sampler.target)[0]).family
-    return [c for name in sorted(METHODS) if family in METHODS[name].families for c in grid_configs(name)]
+    return [
+        config
+        for name in sorted(METHODS)
+        if family in METHODS[name].families
+        for config in grid_configs(name, model_defaults=sampler.config_defaults.get(name))
+    ]
 
 
 def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, command: str = "") -> Path:
@@ -86,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--results-dir", default="bench-results")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny settings, meaningless numbers")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     command = "python -m stepcache.bench.suite" + (" --quick" if args.quick else "")
     try:
         path = run_suite(Path(args.out), Path(args.results_dir), QUICK if args.quick else FULL, command)
