@@ -9,6 +9,8 @@
 from .adapters import UnsupportedModelError
 from .api import CacheHandle, apply, cached
 from .methods import METHODS, CacheConfig
+from .methods.fora import FORAConfig
+from .methods.delta_dit import DeltaDiTConfig
 from .methods.teacache import TeaCacheConfig
 from .calibration import calibrate
 from .methods.deepcache import DeepCacheConfig
@@ -17,4 +19,4 @@ from .methods.adacache import AdaCacheConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "TeaCacheConfig", "UnsupportedModelError", "apply", "cached", "calibrate", "TGateConfig", "AdaCacheConfig"]
+__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "TeaCacheConfig", "UnsupportedModelError", "apply", "cached", "calibrate", "FORAConfig", "DeltaDiTConfig", "TGateConfig", "AdaCacheConfig"]

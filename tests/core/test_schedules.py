@@ -3,10 +3,12 @@ import math
 import pytest
 
 from stepcache.core.schedules import (
+    check_interval,
     is_before_boundary,
     is_uniform_full_step,
     nonuniform_full_steps,
     resolve_step,
+    reuse_steps,
     teacache_step,
     uniform_full_steps,
 )
@@ -56,6 +58,23 @@ def test_resolve_step_takes_indices_and_fractions():
 
 def test_stage_boundary():
     assert [is_before_boundary(i, 2) for i in range(4)] == [True, True, False, False]
+
+
+def test_reuse_steps_run_to_the_next_full_step_or_the_end():
+    assert list(reuse_steps(0, 3, 10)) == [1, 2]
+    assert list(reuse_steps(9, 3, 10)) == []
+    assert list(reuse_steps(8, 4, 10)) == [9]
+    assert list(reuse_steps(4, 1, 10)) == []
+    assert list(reuse_steps(6, 3, None)) == [7, 8]
+
+
+def test_check_interval_allows_one_to_steps_minus_one():
+    check_interval(9, 10, "interval")
+    check_interval(1, 1, "interval")
+    with pytest.raises(ValueError, match=r"interval=10 does not fit this run of 10 steps \(allowed 1..9\)"):
+        check_interval(10, 10, "interval")
+    with pytest.raises(ValueError, match=r"allowed 1..1"):
+        check_interval(2, 2, "interval")
 
 
 from stepcache.core.schedules import adacache_reuse_length, tgate_self_attn_reuse_steps  # noqa: E402

@@ -98,6 +98,33 @@ def _check_run(num_steps: int) -> None:
         raise ValueError(f"a run needs at least one step, got {num_steps}")
 
 
+def reuse_steps(full_step: int, interval: int, num_steps: int | None) -> range:
+    """The steps of a uniform 1:N schedule that reuse what full step ``full_step`` computed.
+
+    They run up to the next full step, or to the end of the run when its length is known
+    (``num_steps`` None: unknown, so the whole interval is assumed to follow).
+    """
+    stop = full_step + interval
+    if num_steps is not None:
+        stop = min(stop, num_steps)
+    return range(full_step + 1, stop)
+
+
+def check_interval(interval: int, num_steps: int, name: str) -> None:
+    """A cache interval N must fit the run: N in [1, T-1] (FORA's range), and N = 1 for any T.
+
+    N >= T would leave step 0 as the only full step, reused to the end: raise instead of
+    quietly running a schedule nobody chose.
+    """
+    _check_run(num_steps)
+    highest = max(1, num_steps - 1)
+    if not 1 <= interval <= highest:
+        raise ValueError(
+            f"{name}={interval} does not fit this run of {num_steps} steps (allowed 1..{highest}); "
+            "lower it or run more steps"
+        )
+
+
 def tgate_self_attn_reuse_steps(num_steps: int, gate_step: int, interval: int, warmup: int) -> list[int]:
     """T-GATE's partial self-attention caching: the steps that reuse self-attention.
 

@@ -18,3 +18,5 @@ from . import tgate  # noqa: E402,F401
 from . import deepcache  # noqa: E402,F401
 from . import adacache  # noqa: E402,F401
 from . import teacache  # noqa: E402,F401
+from . import fora  # noqa: E402,F401
+from . import delta_dit  # noqa: E402,F401

@@ -1,0 +1,129 @@
+"""FORA (arXiv 2407.01425): reuse every block's attention and MLP outputs for N-1 steps.
+
+Full steps are i % N == 0 (step 0 always full): every cached sublayer runs and, when a
+later step will reuse it, its output is stored per CFG branch. On the N-1 steps after,
+the sublayer modules are not run; their stored outputs come back instead, while the
+block around them (norms, timestep modulation, gates, residual additions) still runs
+on the current step. Sublayers are found through the adapter, so a module's own return
+format (SD3/FLUX joint attention returns an (image, text) tuple) is reused as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES
+from ..core import validate
+from ..core.schedules import check_interval, reuse_steps
+from . import register
+from .base import CacheConfig, CacheMethod
+
+
+@register
+@dataclass(frozen=True)
+class FORAConfig(CacheConfig):
+    """FORA: reuse each block's attention/MLP outputs on the N-1 steps after every full step.
+
+    interval: N >= 1; full steps are i % N == 0, and N must fit the run (1..T-1, or 1).
+    sublayers: roles to cache, from ("attn", "cross_attn", "ff"); None (default) caches
+        every role the model's blocks have. Roles given explicitly must exist in the
+        model (e.g. "cross_attn" on DiT, whose blocks have none, is an error).
+    """
+
+    method: ClassVar[str] = "fora"
+    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+
+    interval: int = 3
+    sublayers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        validate.check_int("FORAConfig", "interval", self.interval, 1)
+        if self.sublayers is not None:
+            roles = self.sublayers
+            allowed = "a non-empty tuple of distinct roles from " + ", ".join(map(repr, SUBLAYER_ROLES))
+            if isinstance(roles, str) or not isinstance(roles, (tuple, list)) or not roles:
+                raise ValueError(f"FORAConfig.sublayers must be {allowed}, got {roles!r}")
+            if len(set(roles)) != len(roles) or not set(roles) <= set(SUBLAYER_ROLES):
+                raise ValueError(f"FORAConfig.sublayers must be {allowed}, got {roles!r}")
+            object.__setattr__(self, "sublayers", tuple(roles))  # a list would make the config unhashable
+
+    def build(self, adapter, clock) -> "FORA":
+        return FORA(self, adapter, clock)
+
+
+class FORA(CacheMethod):
+    """Hooks on every cached sublayer module; per CFG branch, module index -> its last output."""
+
+    def __init__(self, config: FORAConfig, adapter, clock) -> None:
+        super().__init__(config, adapter, clock)
+        blocks = adapter.blocks()
+        present = {role for block in blocks for role in adapter.sublayers(block)}
+        roles = config.sublayers or tuple(r for r in SUBLAYER_ROLES if r in present)
+        missing = [role for role in roles if role not in present]
+        if missing:
+            raise ValueError(
+                f"FORAConfig.sublayers has {', '.join(map(repr, missing))}, which no block of this "
+                f"{type(adapter.model).__name__} has; allowed here: {', '.join(map(repr, sorted(present)))}"
+            )
+        self.roles = roles
+        self.blocks = blocks
+        self.modules = [m for block in blocks for role, ms in adapter.sublayers(block).items() if role in roles
+                        for m in ms]
+        self._caches: dict[int, dict[int, object]] = {}  # branch -> module index -> output
+        # set once per denoiser call, read by every sublayer hook
+        self._reuse: dict | None = None
+        self._store: dict | None = None
+
+    def install(self, hooks) -> None:
+        for index, module in enumerate(self.modules):
+            hooks.wrap(module, self._hook(index))
+
+    def _hook(self, index: int):
+        def forward(original, *args, **kwargs):
+            if self._reuse is not None:
+                return self._reuse[index]
+            output = original(*args, **kwargs)
+            if self._store is not None:
+                self._store[index] = output
+            return output
+
+        return forward
+
+    def on_run_start(self, record) -> None:
+        super().on_run_start(record)
+        if record.num_steps is not None:
+            check_interval(self.config.interval, record.num_steps, "FORAConfig.interval")
+        if "ff" in self.roles and any(getattr(b, "_chunk_size", None) is not None for b in self.blocks):
+            # chunked feed-forward calls the MLP once per chunk: one stored output cannot stand for them
+            raise RuntimeError("FORA cannot cache a chunked feed-forward; call disable_forward_chunking() first")
+
+    def model_call(self, ctx, forward, args, kwargs):
+        interval = self.config.interval
+        if ctx.step % interval:
+            self._reuse = self._caches.get(ctx.branch)
+            self._store = None
+            if self._reuse is None:
+                raise RuntimeError(
+                    f"FORA: step {ctx.step} reuses CFG branch {ctx.branch}, but no full step computed that branch"
+                )
+            self.mark_cached()
+        else:
+            self._reuse = None
+            if reuse_steps(ctx.step, interval, ctx.num_steps):
+                self._store = self._caches.setdefault(ctx.branch, {})
+            else:
+                self._store = None
+                self._caches.pop(ctx.branch, None)  # nothing after this step reuses it
+        return forward(*args, **kwargs)
+
+    def clear(self) -> None:
+        self._caches.clear()
+        self._reuse = None
+        self._store = None
+
+    def cache_tensors(self):
+        return [output for cache in self._caches.values() for output in cache.values()]
+
+    def extra_stats(self) -> dict:
+        return {"sublayers": list(self.roles), "cached_modules": len(self.modules)}

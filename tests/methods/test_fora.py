@@ -1,0 +1,67 @@
+"""FORA: exact at N = 1, MACs as the schedule predicts, per-branch caches, per-call reset, clear errors."""
+
+import pytest
+from transformer_pipes import (
+    assert_branches_kept_apart,
+    assert_each_call_starts_afresh,
+    assert_exact_and_restored,
+    assert_macs_match,
+    generate,
+    hidden_bytes,
+    pipeline,
+)
+
+import stepcache
+import tiny
+from stepcache.adapters import adapter_for
+
+
+@pytest.mark.parametrize("family", ["dit", "pixart", "sd3", "flux"])
+def test_interval_one_is_bit_identical_and_remove_restores_exactly(family):
+    assert_exact_and_restored(family, stepcache.FORAConfig(interval=1))
+
+
+@pytest.mark.parametrize(
+    "family,sublayers",
+    [("dit", None), ("pixart", ("cross_attn", "ff")), ("sd3", None), ("flux", None)],
+)
+def test_executed_macs_match_the_schedule(family, sublayers):
+    roles = sublayers or ("attn", "cross_attn", "ff")
+
+    def skipped(stats, model):
+        assert stats["full_step_indices"] == [0, 3]
+        adapter = adapter_for(model)
+        per_step = [m for b in adapter.blocks() for role, ms in adapter.sublayers(b).items() if role in roles
+                    for m in ms]
+        return per_step * stats["cached_steps"]
+
+    assert_macs_match(family, 4, stepcache.FORAConfig(interval=3, sublayers=sublayers), skipped)
+
+
+def test_each_pipeline_call_starts_afresh_and_frees_its_caches():
+    stats = assert_each_call_starts_afresh("dit", stepcache.FORAConfig(interval=2), 5)
+    assert stats["cached_step_indices"] == [1, 3]
+
+
+@pytest.mark.parametrize("family", ["dit", "sd3"])
+def test_split_and_batched_cfg_keep_one_cache_per_branch(family):
+    held, stats = assert_branches_kept_apart(family, stepcache.FORAConfig(interval=2), 5)
+    assert stats["cached_step_indices"] == [1, 3]
+    assert held == [held[0]] * 4 + [0]  # the last full step stores nothing: no later step reuses it
+    if family == "dit":  # per block: the attention and the MLP output, for both CFG halves
+        assert held[0] == len(tiny.dit().transformer_blocks) * 2 * hidden_bytes("dit", batch=2)
+
+
+def test_bad_parameters_name_the_allowed_range():
+    with pytest.raises(ValueError, match=r"FORAConfig.interval must be an integer in \[1, inf\], got 0"):
+        stepcache.FORAConfig(interval=0)
+    for sublayers in ("attn", (), ("attn", "attn"), ("mlp",)):
+        with pytest.raises(ValueError, match=r"FORAConfig.sublayers must be a non-empty tuple .*'cross_attn'"):
+            stepcache.FORAConfig(sublayers=sublayers)
+    with pytest.raises(ValueError, match=r"'cross_attn', which no block of this DiTTransformer2DModel has; "
+                                         r"allowed here: 'attn', 'ff'"):
+        stepcache.apply(tiny.dit(), stepcache.FORAConfig(sublayers=("attn", "cross_attn")))
+    pipe = pipeline("dit")
+    with stepcache.cached(pipe, stepcache.FORAConfig(interval=4)):
+        with pytest.raises(ValueError, match=r"FORAConfig.interval=4 does not fit this run of 4 steps \(allowed 1..3\)"):
+            generate(pipe, "dit", 4)
