@@ -60,6 +60,7 @@ class TeaCacheConfig(CacheConfig):
         if isinstance(self.coefficients, (str, os.PathLike)):
             calibration = Calibration.load(self.coefficients)
             polynomial = calibration.coefficients
+            object.__setattr__(self, "coefficients", os.fspath(self.coefficients))  # a str keeps records JSON
         elif self.coefficients is None:
             polynomial = IDENTITY
         else:
