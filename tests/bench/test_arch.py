@@ -15,3 +15,11 @@ def test_speed_only_run_on_a_shrunk_arch_model():
     cached = records[1]
     assert cached["fidelity"] is None and cached["speedup_macs"] > 1.5
     assert cached["wall_over_mac_speedup"] == cached["speedup_wall"] / cached["speedup_macs"]
+
+
+def test_methods_with_a_cfg_field_are_told_the_loop_runs_batched_cfg():
+    from stepcache.methods import METHODS
+
+    defaults = arch.batched_cfg_defaults()
+    assert defaults and all(v == {"cfg": "batched"} for v in defaults.values())
+    assert all("cfg" in METHODS[name].__dataclass_fields__ for name in defaults)

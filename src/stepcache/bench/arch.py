@@ -96,4 +96,12 @@ def arch_sampler(name: str, num_steps: int = DEFAULT_STEPS, batch: int = 1, guid
         return latents.cpu()
 
     return Sampler(name=ARCH_PREFIX + name, target=model, sample=sample, num_steps=num_steps, scheduler=scheduler,
-                   measures_quality=False)
+                   measures_quality=False, config_defaults=batched_cfg_defaults())
+
+
+def batched_cfg_defaults() -> dict:
+    """A bare model has no pipeline to read the CFG mode from: every method with a ``cfg`` field gets "batched"."""
+    from ..methods import METHODS
+    from .configs import field_names
+
+    return {name: {"cfg": "batched"} for name, cls in METHODS.items() if "cfg" in field_names(cls)}

@@ -7,6 +7,7 @@ new method needs nothing here but, optionally, an entry in ``DEFAULT_GRIDS``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import itertools
 import types
 import typing
@@ -154,12 +155,17 @@ def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None,
 def describe(config: CacheConfig | None) -> str:
     """Label with every field that is set, e.g. ``fora interval=3``: a table row must say exactly what ran.
 
-    Fields left at None (meaning "the method's automatic choice") are omitted for brevity.
+    Fields left at None (meaning "the method's automatic choice") are omitted and file paths
+    shortened to their names, for brevity; records keep the exact config next to the label.
     """
     if config is None:
         return "uncached"
     values = {name: getattr(config, name) for name in field_names(type(config))}
-    return " ".join([config.method, *(f"{k}={v}" for k, v in values.items() if v is not None)])
+    return " ".join([config.method, *(f"{k}={_short(v)}" for k, v in values.items() if v is not None)])
+
+
+def _short(value: Any) -> Any:
+    return os.path.basename(value) if isinstance(value, (str, os.PathLike)) and os.sep in str(value) else value
 
 
 def as_record(config: CacheConfig | None) -> dict | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PSNR_CAP = 60.0  # identical images have infinite PSNR; drawn at this height
+PSNR_CAP = 60.0
+MARKERS = "os^DvP*X"  # identical images have infinite PSNR; drawn at this height
 
 
 def pareto_plot(records: list[dict], path: str | Path, title: str = "") -> None:
@@ -32,10 +33,11 @@ def pareto_plot(records: list[dict], path: str | Path, title: str = "") -> None:
         top = max(r["speedup_macs"] for r in records)
         axes[0][0].plot([1, top], [1, top], "k:", label="wall = MAC speedup")
         axes[0][0].plot([1, top], [0.9, 0.9 * top], color="grey", ls="--", label="90% of MAC speedup")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -62,6 +64,10 @@ def _panel(ax, records: list[dict], x_key: str, y_key: str) -> None:
     line = sorted((r for r in records if r["kind"] in ("uncached", "fewer_steps")), key=lambda r: r[x_key])
     ax.plot([_value(r, x_key) for r in line], [_value(r, y_key) for r in line], "k-o", ms=3,
             label="fewer steps (uncached)")
-    for record in records:
-        if record["kind"] == "cached":
-            ax.scatter(_value(record, x_key), _value(record, y_key), s=30, label=record["label"])
+    cached = [r for r in records if r["kind"] == "cached"]
+    methods = sorted({r["config"]["method"] for r in cached})
+    for index, record in enumerate(cached):
+        # one marker shape per method, so configs stay apart when colours repeat
+        marker = MARKERS[methods.index(record["config"]["method"]) % len(MARKERS)]
+        ax.scatter(_value(record, x_key), _value(record, y_key), s=36, marker=marker, color=f"C{index % 10}",
+                   label=record["label"])

@@ -5,7 +5,7 @@ its default grid, the uncached run and the fewer-steps baseline, with fidelity a
 distribution scores. For every ``arch:`` model (real sizes, random weights): the same
 configs, speed only. Writes one results JSON and plot per model to ``results_dir`` and
 the tables to BENCHMARKS.md. ``--quick`` is a smoke test (few steps and samples, arch
-models shrunk to 2 blocks), not a benchmark: its numbers mean nothing.
+models shrunk), not a benchmark: its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class SuiteSettings:
 
 FULL = SuiteSettings()
 QUICK = SuiteSettings(zoo_steps=8, arch_steps=6, repeats=1, samples=24, arch_overrides=(
-    ("dit-xl-2", {"num_layers": 2}), ("pixart-alpha", {"num_layers": 2}),
+    ("dit-xl-2", {"num_layers": 6}), ("pixart-alpha", {"num_layers": 6}),
     ("sd15-unet", {"block_out_channels": (32, 32, 32, 32), "attention_head_dim": 2}),
 ))
 
