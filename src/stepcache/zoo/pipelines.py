@@ -41,7 +41,7 @@ class ZooPipeline(DiffusionPipeline):
         self,
         inputs,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 2.0,
         generator: torch.Generator | None = None,
         cfg_mode: str = "batched",
         output_type: str = "pil",
