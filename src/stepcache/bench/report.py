@@ -40,7 +40,11 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
 def _section(section: dict) -> list[str]:
     records = section["records"]
     quality = records[0]["fidelity"] is not None
-    lines = [f"## {section['model']}", "", f"![speed and quality]({section['plot']})", ""]
+    lines = [f"## {section['model']}", ""]
+    if "run" in section:
+        run = section["run"]
+        lines += [f"Measured {run['date']} with {run['cpu_threads']} torch thread(s) on {run['device_name']}.", ""]
+    lines += [f"![speed and quality]({section['plot']})", ""]
     if quality:
         lines += [best_at_two_x(records), ""]
         head = ["config", "steps full/cached", "MAC speedup", "wall speedup", "PSNR", "SSIM", "feat. dist."]
