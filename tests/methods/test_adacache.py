@@ -20,15 +20,6 @@ NO_REUSE = ((1e9, 1),)
 ALWAYS_3 = ((1e9, 3),)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine their spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _generate(pipe, call_kwargs, samples=1):
     # one generator per sample, so a sample starts from the same noise alone and in a batch
     generator = [torch.Generator().manual_seed(0) for _ in range(samples)]

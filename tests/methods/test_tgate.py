@@ -12,15 +12,6 @@ from stepcache.core.schedules import tgate_self_attn_reuse_steps
 STEPS = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine their spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PIPELINES = {
     "sd": (tiny.sd_pipeline, tiny.sd_call_kwargs),
     "sdxl": (tiny.sdxl_pipeline, tiny.sdxl_call_kwargs),
