@@ -5,6 +5,7 @@ import torch
 
 import stepcache
 import tiny
+from transformer_pipes import assert_each_call_starts_afresh
 from stepcache.adapters import adapter_for
 from stepcache.bench.macs import macs_by_module, macs_of
 from stepcache.core.schedules import adacache_reuse_length
@@ -100,13 +101,7 @@ def test_split_and_batched_cfg_share_a_schedule_and_keep_branch_caches_apart():
 
 
 def test_each_pipeline_call_starts_afresh():
-    pipe = tiny.pixart_pipeline()
-    with stepcache.cached(pipe, stepcache.AdaCacheConfig(codebook=((0.5, 3), (2.0, 2)))) as handle:
-        first, first_stats = _generate(pipe, tiny.pixart_call_kwargs), handle.stats()
-        second, second_stats = _generate(pipe, tiny.pixart_call_kwargs), handle.stats()
-    assert torch.equal(first, second)
-    assert {**first_stats, "runs": 0} == {**second_stats, "runs": 0}
-    assert first_stats["cache_bytes"] == 0  # freed at the end of the run
+    assert_each_call_starts_afresh("pixart", stepcache.AdaCacheConfig(codebook=((0.5, 3), (2.0, 2))), STEPS)
 
 
 def test_refused_on_unets_and_out_of_range_blocks():

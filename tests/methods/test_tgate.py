@@ -5,6 +5,7 @@ import torch
 
 import stepcache
 import tiny
+from transformer_pipes import assert_each_call_starts_afresh
 from stepcache.adapters import CROSS_ATTN, SELF_ATTN, adapter_for
 from stepcache.bench.macs import macs_by_module, macs_of
 from stepcache.core.schedules import tgate_self_attn_reuse_steps
@@ -129,13 +130,7 @@ def test_split_cfg_branches_keep_their_own_self_attention_cache():
 
 
 def test_each_pipeline_call_starts_afresh():
-    pipe = tiny.pixart_pipeline()
-    with stepcache.cached(pipe, stepcache.TGateConfig(gate_step=0.4, self_attn_interval=2)) as handle:
-        first, first_stats = _generate(pipe, tiny.pixart_call_kwargs), handle.stats()
-        second, second_stats = _generate(pipe, tiny.pixart_call_kwargs), handle.stats()
-    assert torch.equal(first, second)
-    assert {**first_stats, "runs": 0} == {**second_stats, "runs": 0}
-    assert first_stats["cache_bytes"] == 0  # freed at the end of the run
+    assert_each_call_starts_afresh("pixart", stepcache.TGateConfig(gate_step=0.4, self_attn_interval=2), STEPS)
 
 
 def test_mismatched_cfg_setting_is_an_error():
