@@ -37,8 +37,10 @@ class SuiteSettings:
     """How much work the suite does per model."""
 
     zoo_steps: int = 25
-    arch_steps: int = 10
+    arch_steps: int = 6  # the fewest that fit every grid's interval (N = 5 needs T >= 6)
+    arch_latent: int = 8  # 64x64 px: real-size weights at a size 2 CPU cores get through in minutes
     repeats: int = 3
+    arch_repeats: int = 2
     samples: int = 100  # per seed set, for accuracy and Fréchet distance
     arch_overrides: tuple = ()  # (name, {config overrides}) to shrink arch models in --quick
 
@@ -46,11 +48,16 @@ class SuiteSettings:
 # Per-model grids where the default grid does not fit or the issues ask for specific points:
 # DeepCache over interval x branch and Δ-DiT over the number of cached blocks at real sizes;
 # the zoo's 6-block DiT and PixArt cannot cache 4+ of 6 blocks sensibly; TeaCache thresholds
-# for models with calibrated coefficients follow what skips 20-70% of their steps.
+# for models with calibrated coefficients follow what skips 20-70% of their steps. At real
+# sizes each method also gets its no-cache setting (interval 1, threshold 0, gate at the
+# end), which measures what the hooks alone cost.
+_NO_CACHE_FIRST = {"fora": {"interval": [1, 2, 3, 5]}, "teacache": {"threshold": [0.0, 0.1, 0.2, 0.4]},
+                   "tgate": {"gate_step": [1.0, 0.7, 0.5, 0.3]}}
 SUITE_GRIDS: dict[str, dict[str, dict[str, list]]] = {
-    "arch:sd15-unet": {"deepcache": {"interval": [2, 3, 5], "branch": [0, 1, 2]}},
-    "arch:dit-xl-2": {"delta_dit": {"interval": [2], "num_blocks": [4, 8, 12]}},
-    "arch:pixart-alpha": {"delta_dit": {"interval": [2], "num_blocks": [4, 8, 12]}},
+    "arch:sd15-unet": {"deepcache": {"interval": [1, 2, 3, 5], "branch": [0, 1, 2]},
+                       "tgate": _NO_CACHE_FIRST["tgate"]},
+    "arch:dit-xl-2": {"delta_dit": {"interval": [2], "num_blocks": [4, 8, 12]}, **_NO_CACHE_FIRST},
+    "arch:pixart-alpha": {"delta_dit": {"interval": [2], "num_blocks": [4, 8, 12]}, **_NO_CACHE_FIRST},
     "zoo:dit-digits": {"delta_dit": {"interval": [2], "num_blocks": [1, 2, 3]},
                        "teacache": {"threshold": [0.05, 0.1, 0.2]}},
     "zoo:pixart-shapes": {"delta_dit": {"interval": [2], "num_blocks": [1, 2, 3]},
@@ -59,7 +66,7 @@ SUITE_GRIDS: dict[str, dict[str, dict[str, list]]] = {
 }
 
 FULL = SuiteSettings()
-QUICK = SuiteSettings(zoo_steps=8, arch_steps=6, repeats=1, samples=24, arch_overrides=(
+QUICK = SuiteSettings(zoo_steps=8, arch_steps=6, repeats=1, arch_repeats=1, samples=24, arch_overrides=(
     ("dit-xl-2", {"num_layers": 6}), ("pixart-alpha", {"num_layers": 6}),
     ("sd15-unet", {"block_out_channels": (32, 32, 32, 32), "attention_head_dim": 2}),
 ))
@@ -98,8 +105,9 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
                 continue  # listed under "Not measured" below
             sampler = load_sampler(name, num_steps=settings.zoo_steps, distribution_samples=settings.samples)
         else:
-            sampler = arch_sampler(name[5:], num_steps=settings.arch_steps, **arch_overrides.get(name[5:], {}))
-        _bench(sampler, results_dir, settings)
+            sampler = arch_sampler(name[5:], num_steps=settings.arch_steps, latent_size=settings.arch_latent,
+                                   **arch_overrides.get(name[5:], {}))
+        _bench(sampler, results_dir, settings.repeats if name.startswith("zoo:") else settings.arch_repeats)
         del sampler  # real-size models are GBs: free one before building the next
     sections, skipped = [], []
     for name in known:
@@ -119,10 +127,10 @@ def _stem(model: str) -> str:
     return model.replace(":", "-")
 
 
-def _bench(sampler, results_dir: Path, settings: SuiteSettings):
+def _bench(sampler, results_dir: Path, repeats: int):
     stem = _stem(sampler.name)
     run(sampler, applicable_configs(sampler), out=results_dir / f"{stem}.json", plot=results_dir / f"{stem}.png",
-        repeats=settings.repeats)
+        repeats=repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
