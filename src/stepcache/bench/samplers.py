@@ -50,7 +50,7 @@ def zoo_sampler(
     name: str,
     num_steps: int = 25,
     batch: int = ZOO_BATCH,
-    guidance_scale: float = 3.0,
+    guidance_scale: float | None = None,
     cfg_mode: str = "batched",
     device: str = "cpu",
     distribution_samples: int = 0,
@@ -74,8 +74,10 @@ def zoo_sampler(
 
     def call(inputs_, steps: int, seed: int) -> torch.Tensor:
         generator = torch.Generator(device).manual_seed(seed)
-        out = pipe(inputs_, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator,
-                   cfg_mode=cfg_mode, output_type="pt")
+        # None: the zoo pipeline's own default, the guidance its quality bar was measured at
+        guidance = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+        out = pipe(inputs_, num_inference_steps=steps, generator=generator, cfg_mode=cfg_mode, output_type="pt",
+                   **guidance)
         return out.images.cpu()
 
     fidelity_inputs = inputs(batch)
