@@ -3,11 +3,13 @@ import math
 import pytest
 
 from stepcache.core.schedules import (
+    adacache_reuse_length,
     check_interval,
     is_before_boundary,
     is_uniform_full_step,
     nonuniform_full_steps,
     resolve_step,
+    tgate_self_attn_reuse_steps,
     reuse_steps,
     teacache_step,
     uniform_full_steps,
@@ -75,9 +77,6 @@ def test_check_interval_allows_one_to_steps_minus_one():
         check_interval(10, 10, "interval")
     with pytest.raises(ValueError, match=r"allowed 1..1"):
         check_interval(2, 2, "interval")
-
-
-from stepcache.core.schedules import adacache_reuse_length, tgate_self_attn_reuse_steps  # noqa: E402
 
 
 def test_tgate_self_attention_reuse_steps_exact():
