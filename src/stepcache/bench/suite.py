@@ -13,6 +13,7 @@ mean nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class SuiteSettings:
     arch_repeats: int = 2
     samples: int = 100  # per seed set, for accuracy and Fréchet distance
     arch_overrides: tuple = ()  # (name, {config overrides}) to shrink arch models in --quick
+    smoke_test: bool = False  # --quick: numbers that mean nothing, and BENCHMARKS.md says so
 
 
 # Per-model grids where the default grid does not fit or the issues ask for specific points:
@@ -66,10 +68,13 @@ SUITE_GRIDS: dict[str, dict[str, dict[str, list]]] = {
 }
 
 FULL = SuiteSettings()
-QUICK = SuiteSettings(zoo_steps=8, arch_steps=6, repeats=1, arch_repeats=1, samples=24, arch_overrides=(
-    ("dit-xl-2", {"num_layers": 6}), ("pixart-alpha", {"num_layers": 6}),
-    ("sd15-unet", {"block_out_channels": (32, 32, 32, 32), "attention_head_dim": 2}),
-))
+QUICK = SuiteSettings(
+    zoo_steps=8, arch_steps=6, repeats=1, arch_repeats=1, samples=24, smoke_test=True,
+    arch_overrides=(
+        ("dit-xl-2", {"num_layers": 6}), ("pixart-alpha", {"num_layers": 6}),
+        ("sd15-unet", {"block_out_channels": (32, 32, 32, 32), "attention_head_dim": 2}),
+    ),
+)
 
 
 def applicable_configs(sampler) -> list:
@@ -119,7 +124,7 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
         else:
             skipped.append(name)
     info = run_info(torch.device("cpu"))
-    out.write_text(benchmarks_markdown(sections, info, command, skipped, quick=settings is QUICK))
+    out.write_text(benchmarks_markdown(sections, info, command, skipped, quick=settings.smoke_test))
     return out
 
 
@@ -141,13 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models", default=None,
                         help="comma-separated subset, e.g. zoo:dit-digits,arch:dit-xl-2 (default: all)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="zoo samples per seed set for accuracy/Fréchet (0: fidelity only)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python -m stepcache.bench.suite" + (" --quick" if args.quick else "")
     try:
         models = args.models.split(",") if args.models else None
-        path = run_suite(Path(args.out), Path(args.results_dir), QUICK if args.quick else FULL, command, models)
+        settings = QUICK if args.quick else FULL
+        if args.samples is not None:
+            settings = dataclasses.replace(settings, samples=args.samples)
+            command += f" --samples {args.samples}"
+        path = run_suite(Path(args.out), Path(args.results_dir), settings, command, models)
     except (ValueError, OSError) as error:
         print(f"stepcache bench suite: error: {error}", file=sys.stderr)
         return 2
