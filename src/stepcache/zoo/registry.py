@@ -58,7 +58,7 @@ MODELS = {
             PixArtTransformer2DModel,
             nets.build_pixart,
             PixArtCaptionPipeline,
-            train_steps=2400,
+            train_steps=1200,
             lr=1e-3,
         ),
         ZooModel(
