@@ -8,8 +8,9 @@ TWO_X = (1.7, 2.5)  # MAC speedups that count as "about 2x"
 MB = 2**20
 
 
-def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped: list[str], quick: bool) -> str:
-    """The whole file: machine and date, then a table per model (``sections``: model, records, plot)."""
+def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped: list[str], quick: bool,
+                        notes: str = "") -> str:
+    """The whole file: machine and date, ``notes`` on how the runs were made, then a table per model."""
     lines = [
         "# Benchmarks",
         "",
@@ -20,6 +21,8 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
     ]
     if quick:
         lines += ["**Smoke test (--quick): tiny settings, the numbers below mean nothing.**", ""]
+    if notes:
+        lines += [notes.strip(), ""]
     lines += [
         "Every row is measured in one process against the uncached run with the same sampler, steps and "
         "seeds. Speedups: MACs counted with FlopCounterMode; wall time as the median of timed runs after "

@@ -124,7 +124,10 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
         else:
             skipped.append(name)
     info = run_info(torch.device("cpu"))
-    out.write_text(benchmarks_markdown(sections, info, command, skipped, quick=settings.smoke_test))
+    # results_dir/NOTES.md: how the runs were made (commands, machine load), kept across re-renders
+    notes_file = results_dir / "NOTES.md"
+    notes = notes_file.read_text() if notes_file.is_file() else ""
+    out.write_text(benchmarks_markdown(sections, info, command, skipped, quick=settings.smoke_test, notes=notes))
     return out
 
 
