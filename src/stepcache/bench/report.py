@@ -14,9 +14,9 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
     lines = [
         "# Benchmarks",
         "",
-        f"Produced by `{command}` on {info['date']}: {info['device_name']} ({os.cpu_count()} cores, "
-        f"{info['cpu_threads']} torch threads), {info['platform']}; torch {info['torch']}, "
-        f"diffusers {info['diffusers']}, stepcache {info['stepcache']}.",
+        f"Written by `{command}` on {info['date']}: {info['device_name']} ({os.cpu_count()} cores), "
+        f"{info['platform']}; torch {info['torch']}, diffusers {info['diffusers']}, stepcache "
+        f"{info['stepcache']}. Each section says when and with how many torch threads it was measured.",
         "",
     ]
     if quick:

@@ -96,7 +96,8 @@ def suite_models() -> list[str]:
 
 def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, command: str = "",
               models: list[str] | None = None) -> Path:
-    """Run ``models`` (default: all), one JSON/PNG each in ``results_dir``, then write ``out`` from all results there."""
+    """Run ``models`` (None: all; [] renders only), one JSON/PNG each in ``results_dir``, then write ``out``
+    from every result there."""
     check_writable(out)
     results_dir.mkdir(parents=True, exist_ok=True)
     known = suite_models()
@@ -104,7 +105,7 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
     if unknown:
         raise ValueError(f"unknown suite model(s) {', '.join(unknown)}; known: {', '.join(known)}")
     arch_overrides = dict(settings.arch_overrides)
-    for name in models or known:
+    for name in known if models is None else models:
         if name.startswith("zoo:"):
             if not zoo.registry.get(name[4:]).path.is_dir():
                 continue  # listed under "Not measured" below
@@ -149,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models", default=None,
                         help="comma-separated subset, e.g. zoo:dit-digits,arch:dit-xl-2 (default: all)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: rewrite --out from the results already in --results-dir")
     parser.add_argument("--samples", type=int, default=None,
                         help="zoo samples per seed set for accuracy/Fréchet (0: fidelity only)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m stepcache.bench.suite" + (" --quick" if args.quick else "")
+    command = "python -m stepcache.bench.suite" + (" --quick" if args.quick else "") + (
+        " --render-only" if args.render_only else "")
     try:
-        models = args.models.split(",") if args.models else None
+        models = [] if args.render_only else args.models.split(",") if args.models else None
         settings = QUICK if args.quick else FULL
         if args.samples is not None:
             settings = dataclasses.replace(settings, samples=args.samples)
