@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES
 from ..core import validate
+from ..core.reuse import ReuseSlot
 from ..core.schedules import check_interval, reuse_steps
 from . import register
 from .base import CacheConfig, CacheMethod
@@ -71,24 +72,11 @@ class FORA(CacheMethod):
         self.modules = [m for block in blocks for role, ms in adapter.sublayers(block).items() if role in roles
                         for m in ms]
         self._caches: dict[int, dict[int, object]] = {}  # branch -> module index -> output
-        # set once per denoiser call, read by every sublayer hook
-        self._reuse: dict | None = None
-        self._store: dict | None = None
+        self._slot = ReuseSlot()  # set once per denoiser call, read by every sublayer hook
 
     def install(self, hooks) -> None:
         for index, module in enumerate(self.modules):
-            hooks.wrap(module, self._hook(index))
-
-    def _hook(self, index: int):
-        def forward(original, *args, **kwargs):
-            if self._reuse is not None:
-                return self._reuse[index]
-            output = original(*args, **kwargs)
-            if self._store is not None:
-                self._store[index] = output
-            return output
-
-        return forward
+            hooks.wrap(module, self._slot.hook(index))
 
     def on_run_start(self, record) -> None:
         super().on_run_start(record)
@@ -101,26 +89,25 @@ class FORA(CacheMethod):
     def model_call(self, ctx, forward, args, kwargs):
         interval = self.config.interval
         if ctx.step % interval:
-            self._reuse = self._caches.get(ctx.branch)
-            self._store = None
-            if self._reuse is None:
+            self._slot.reuse = self._caches.get(ctx.branch)
+            self._slot.store = None
+            if self._slot.reuse is None:
                 raise RuntimeError(
                     f"FORA: step {ctx.step} reuses CFG branch {ctx.branch}, but no full step computed that branch"
                 )
             self.mark_cached()
         else:
-            self._reuse = None
+            self._slot.reuse = None
             if reuse_steps(ctx.step, interval, ctx.num_steps):
-                self._store = self._caches.setdefault(ctx.branch, {})
+                self._slot.store = self._caches.setdefault(ctx.branch, {})
             else:
-                self._store = None
+                self._slot.store = None
                 self._caches.pop(ctx.branch, None)  # nothing after this step reuses it
         return forward(*args, **kwargs)
 
     def clear(self) -> None:
         self._caches.clear()
-        self._reuse = None
-        self._store = None
+        self._slot.reset()
 
     def cache_tensors(self):
         return [output for cache in self._caches.values() for output in cache.values()]

@@ -26,6 +26,7 @@ from diffusers.utils import BaseOutput
 
 from ..adapters import CROSS_ATTN, SELF_ATTN, UnsupportedModelError
 from ..core import validate
+from ..core.reuse import ReuseSlot
 from ..core.schedules import resolve_step, tgate_self_attn_reuse_steps
 from . import register
 from .base import CacheConfig, CacheMethod
@@ -62,16 +63,6 @@ class TGateConfig(CacheConfig):
         return TGate(self, adapter, clock)
 
 
-class _Slot:
-    """What the attention hooks of one role do in the current call: reuse a list, fill a list, or neither."""
-
-    __slots__ = ("reuse", "store")
-
-    def __init__(self) -> None:
-        self.reuse: list | None = None
-        self.store: list | None = None
-
-
 class TGate(CacheMethod):
     def __init__(self, config: TGateConfig, adapter, clock) -> None:
         if not adapter.has_cross_attention:
@@ -84,7 +75,7 @@ class TGate(CacheMethod):
         blocks = adapter.blocks()
         self._self_attn = [m for block in blocks for m in adapter.sublayers(block)[SELF_ATTN]]
         self._cross_attn = [m for block in blocks for m in adapter.sublayers(block).get(CROSS_ATTN, ())]
-        self._slots = {SELF_ATTN: _Slot(), CROSS_ATTN: _Slot()}
+        self._slots = {SELF_ATTN: ReuseSlot(), CROSS_ATTN: ReuseSlot()}
         self._pipeline_cfg: Callable[[], bool] | None = None
         self._clear_run()
         self._clear_tensors()
@@ -95,7 +86,7 @@ class TGate(CacheMethod):
             self._pipeline_cfg = self._cfg_reader(hooks)
         for role, modules in ((SELF_ATTN, self._self_attn), (CROSS_ATTN, self._cross_attn)):
             for index, module in enumerate(modules):
-                hooks.wrap(module, self._attn_hook(self._slots[role], index))
+                hooks.wrap(module, self._slots[role].hook(index))
 
     def _cfg_reader(self, hooks) -> Callable[[], bool]:
         """How to learn, at each run start, whether the pipeline runs classifier-free guidance."""
@@ -130,18 +121,6 @@ class TGate(CacheMethod):
         hooks.wrap_method(self.pipe, "encode_prompt", encode_prompt)
         return read
 
-    @staticmethod
-    def _attn_hook(slot: _Slot, index: int):
-        def forward(original, *args, **kwargs):
-            if slot.reuse is not None:
-                return slot.reuse[index]
-            output = original(*args, **kwargs)
-            if slot.store is not None:
-                slot.store[index] = output
-            return output
-
-        return forward
-
     # -- runs -----------------------------------------------------------------------------
     def on_run_start(self, record) -> None:
         super().on_run_start(record)
@@ -170,7 +149,7 @@ class TGate(CacheMethod):
         self._cross_mean: list | None = None  # the CFG-averaged cross-attention reused after the gate
         self._first_branch_output: Any = None  # split CFG after the gate: the step's output, for branch 1
         for slot in self._slots.values():
-            slot.reuse = slot.store = None
+            slot.reset()
 
     def clear(self) -> None:
         self._clear_tensors()
