@@ -1,5 +1,8 @@
+import json
+
 from bench.toy import ToyConfig
 from stepcache.bench import arch, runner
+from stepcache.bench.report import benchmarks_markdown
 
 
 def test_configs_are_the_published_sizes():
@@ -9,12 +12,19 @@ def test_configs_are_the_published_sizes():
     assert arch.SD15_UNET["cross_attention_dim"] == 768
 
 
-def test_speed_only_run_on_a_shrunk_arch_model():
+def test_speed_only_run_on_a_shrunk_arch_model(tmp_path):
     sampler = arch.arch_sampler("dit-xl-2", num_steps=4, num_layers=1, latent_size=8)
-    records = runner.run(sampler, [ToyConfig(interval=2)], repeats=1, progress=False, fewer_steps_baseline=False)
+    records = runner.run(sampler, [ToyConfig(interval=2)], repeats=1, progress=False, fewer_steps_baseline=False,
+                         out=tmp_path / "r.json")
     cached = records[1]
     assert cached["fidelity"] is None and cached["speedup_macs"] > 1.5
     assert cached["wall_over_mac_speedup"] == cached["speedup_wall"] / cached["speedup_macs"]
+    # wall time only follows MACs in the compute-bound regime, so the size a figure was measured at is kept with it
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["run"]["setup"].startswith("8x8 latents (64x64 px), batch 1")
+    text = benchmarks_markdown([{"model": sampler.name, "records": records, "plot": "p.png", "run": saved["run"]}],
+                               saved["run"], "cmd", [], quick=False)
+    assert "Each run: 8x8 latents (64x64 px)" in text
 
 
 def test_methods_with_a_cfg_field_are_told_the_loop_runs_batched_cfg():

@@ -95,8 +95,11 @@ def arch_sampler(name: str, num_steps: int = DEFAULT_STEPS, batch: int = 1, guid
             latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
         return latents.cpu()
 
+    pixels = 8 * latent_size  # through the 8x VAE these models are released with
+    setup = (f"{latent_size}x{latent_size} latents ({pixels}x{pixels} px), batch {batch}, batched CFG "
+             f"{guidance_scale}, DDIM, random weights")
     return Sampler(name=ARCH_PREFIX + name, target=model, sample=sample, num_steps=num_steps, scheduler=scheduler,
-                   measures_quality=False, config_defaults=batched_cfg_defaults())
+                   measures_quality=False, config_defaults=batched_cfg_defaults(), setup=setup)
 
 
 def batched_cfg_defaults() -> dict:

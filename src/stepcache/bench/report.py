@@ -46,7 +46,8 @@ def _section(section: dict) -> list[str]:
     lines = [f"## {section['model']}", ""]
     if "run" in section:
         run = section["run"]
-        lines += [f"Measured {run['date']} with {run['cpu_threads']} torch thread(s) on {run['device_name']}.", ""]
+        setup = f" Each run: {run['setup']}." if run.get("setup") else ""
+        lines += [f"Measured {run['date']} with {run['cpu_threads']} torch thread(s) on {run['device_name']}.{setup}", ""]
     lines += [f"![speed and quality]({section['plot']})", ""]
     if quality:
         lines += [best_at_two_x(records), ""]

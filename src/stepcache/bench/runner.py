@@ -52,7 +52,7 @@ def run(
     for path in (out, plot):
         if path is not None:
             check_writable(path)
-    results = ResultsFile(out, run_info(sampler.device)) if out else None
+    results = ResultsFile(out, {**run_info(sampler.device), "setup": sampler.setup}) if out else None
     records: list[dict] = []
     bar = tqdm(total=1 + len(configs), desc=sampler.name, unit="config", disable=not progress)
 

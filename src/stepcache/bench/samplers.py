@@ -38,6 +38,8 @@ class Sampler:
     # method -> field values calibrated for this model (e.g. a zoo model's TeaCache coefficients),
     # used wherever the user or the grid does not set that field
     config_defaults: dict = field(default_factory=dict)
+    # what one sample call does (sizes, batch, guidance), written into the results and BENCHMARKS.md
+    setup: str = ""
 
     @property
     def device(self) -> torch.device:
@@ -57,6 +59,7 @@ def zoo_sampler(
 ) -> Sampler:
     """A zoo model sampled for ``batch`` class-balanced inputs; distribution scores if samples > 0."""
     from .. import zoo
+    from ..zoo.pipelines import DEFAULT_GUIDANCE
     from .quality import ZooDistribution
 
     spec = zoo.registry.get(name)
@@ -92,6 +95,8 @@ def zoo_sampler(
         perceptual_trunk=classifier.body if classifier is not None else None,
         distribution=distribution,
         config_defaults=zoo_config_defaults(name),
+        setup=f"{batch} images of {spec.dataset} per run, guidance "
+              f"{DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale} with {cfg_mode} CFG",
     )
 
 

@@ -39,7 +39,10 @@ class SuiteSettings:
 
     zoo_steps: int = 25
     arch_steps: int = 6  # the fewest that fit every grid's interval (N = 5 needs T >= 6)
-    arch_latent: int = 8  # 64x64 px: real-size weights at a size 2 CPU cores get through in minutes
+    # 32x32 latents = 256x256 px, DiT-XL/2's own resolution. Smaller latents make the per-sample
+    # matmuls (adaLN modulation, timestep MLPs: few MACs, many weights) weight-bound, and then
+    # wall time stops following MACs (bench-results/NOTES.md); --arch-latent 8 is a quick look.
+    arch_latent: int = 32
     repeats: int = 3
     arch_repeats: int = 2
     samples: int = 100  # per seed set, for accuracy and Fréchet distance
@@ -69,7 +72,7 @@ SUITE_GRIDS: dict[str, dict[str, dict[str, list]]] = {
 
 FULL = SuiteSettings()
 QUICK = SuiteSettings(
-    zoo_steps=8, arch_steps=6, repeats=1, arch_repeats=1, samples=24, smoke_test=True,
+    zoo_steps=8, arch_steps=6, arch_latent=8, repeats=1, arch_repeats=1, samples=24, smoke_test=True,
     arch_overrides=(
         ("dit-xl-2", {"num_layers": 6}), ("pixart-alpha", {"num_layers": 6}),
         ("sd15-unet", {"block_out_channels": (32, 32, 32, 32), "attention_head_dim": 2}),
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing: rewrite --out from the results already in --results-dir")
     parser.add_argument("--samples", type=int, default=None,
                         help="zoo samples per seed set for accuracy/Fréchet (0: fidelity only)")
+    parser.add_argument("--arch-latent", type=int, default=None,
+                        help=f"latent size of the arch: models (default {FULL.arch_latent})")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples is not None:
             settings = dataclasses.replace(settings, samples=args.samples)
             command += f" --samples {args.samples}"
+        if args.arch_latent is not None:
+            if args.arch_latent < 1:
+                raise ValueError(f"--arch-latent must be >= 1, got {args.arch_latent}")
+            settings = dataclasses.replace(settings, arch_latent=args.arch_latent)
+            command += f" --arch-latent {args.arch_latent}"
         path = run_suite(Path(args.out), Path(args.results_dir), settings, command, models)
     except (ValueError, OSError) as error:
         print(f"stepcache bench suite: error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ from PIL import Image
 
 CFG_MODES = ("batched", "split")
 OUTPUT_TYPES = ("pil", "pt")
+DEFAULT_GUIDANCE = 2.0  # 3 and above over-saturate these small models (docs/zoo.md)
 
 
 class ZooPipeline(DiffusionPipeline):
@@ -41,7 +42,7 @@ class ZooPipeline(DiffusionPipeline):
         self,
         inputs,
         num_inference_steps: int = 25,
-        guidance_scale: float = 2.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         generator: torch.Generator | None = None,
         cfg_mode: str = "batched",
         output_type: str = "pil",
