@@ -1,4 +1,5 @@
 import json
+import statistics
 
 import pytest
 import torch
@@ -65,3 +66,27 @@ def test_zoo_model_gets_feature_distance_and_distribution_scores():
     scores = cached["distribution"]
     assert scores["samples"] == 10 and len(scores["per_seed_set"]) == 2
     assert 0 <= scores["accuracy"] <= 1 and scores["frechet"] > 0 and scores["frechet_spread"] >= 0
+
+
+def test_each_timed_run_follows_an_uncached_run():
+    # pairs see the same machine speed even when a shared host drifts over minutes
+    from stepcache import api
+    from stepcache.bench.samplers import pipeline_sampler
+
+    pipe = tiny.dit_pipeline()
+    sampler = pipeline_sampler(pipe, {"class_labels": [1, 2]}, num_steps=STEPS)
+    calls, sample = [], sampler.sample
+
+    def spy(steps, seed):
+        calls.append((steps, pipe.transformer in api._ACTIVE))
+        return sample(steps, seed)
+
+    sampler.sample = spy
+    records = runner.run(sampler, [ToyConfig(interval=2)], repeats=3, progress=False)
+    uncached, cached, fewer = records
+    config_calls = calls[4:-7]  # after the uncached record (warm-up + 3), before the fewer-steps record
+    assert config_calls == [(STEPS, True)] + [(STEPS, False), (STEPS, True)] * 3
+    assert calls[-7:] == [(fewer["steps"], False)] + [(STEPS, False), (fewer["steps"], False)] * 3
+    ratios = [r / t for r, t in zip(cached["reference_wall_s"]["runs"], cached["wall_s"]["runs"])]
+    assert len(ratios) == 3 and cached["speedup_wall"] == statistics.median(ratios)
+    assert uncached["reference_wall_s"] is None and pipe.transformer not in api._ACTIVE

@@ -1,6 +1,6 @@
 """Wall time, peak memory and peak cache size of one sampling run.
 
-* Wall time: ``repeats`` timed runs after the warm-up, reported as median, min and max
+* Wall time: timed runs after the warm-up, reported as median, min, max and every run
   (CUDA is synchronised around each run so the time covers the GPU work).
 * Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory allocated
   before the run; on CPU the resident set size, sampled every ``RSS_POLL_S`` from
@@ -39,7 +39,12 @@ def time_runs(fn: Callable[[], Any], repeats: int, device: torch.device) -> dict
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times}
+    return summarize(times)
+
+
+def summarize(times: list[float]) -> dict:
+    """Median, min, max and every time of a list of run times."""
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": list(times)}
 
 
 def _sync(device: torch.device) -> None:

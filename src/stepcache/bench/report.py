@@ -25,8 +25,9 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
         lines += [notes.strip(), ""]
     lines += [
         "Every row is measured in one process against the uncached run with the same sampler, steps and "
-        "seeds. Speedups: MACs counted with FlopCounterMode; wall time as the median of timed runs after "
-        "a warm-up (min-max in brackets). Fidelity against the uncached images: PSNR (dB), SSIM, and the "
+        "seeds. Speedups: MACs counted with FlopCounterMode; wall time from timed runs after a warm-up "
+        "(the config's own min-max in brackets), each section saying how they were paired with uncached "
+        "runs. Fidelity against the uncached images: PSNR (dB), SSIM, and the "
         "feature distance (LPIPS-style, in the zoo classifier's activations; 0 = identical). Zoo models "
         "also get classifier accuracy and the offline Fréchet distance to real test images, as mean ± spread "
         "over two seed sets. `fewer steps` rows are the uncached sampler run with fewer steps at the MACs "
@@ -47,7 +48,8 @@ def _section(section: dict) -> list[str]:
     if "run" in section:
         run = section["run"]
         setup = f" Each run: {run['setup']}." if run.get("setup") else ""
-        lines += [f"Measured {run['date']} with {run['cpu_threads']} torch thread(s) on {run['device_name']}.{setup}", ""]
+        lines += [f"Measured {run['date']} with {run['cpu_threads']} torch thread(s) on {run['device_name']}.{setup} "
+                  f"{_wall_method(records)}", ""]
     lines += [f"![speed and quality]({section['plot']})", ""]
     if quality:
         lines += [best_at_two_x(records), ""]
@@ -61,6 +63,14 @@ def _section(section: dict) -> list[str]:
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join(_row(r, quality)) + " |" for r in records]
     return lines + [""]
+
+
+def _wall_method(records: list[dict]) -> str:
+    paired = [r for r in records if r.get("reference_wall_s")]
+    if paired:
+        return (f"Wall speedup: median over {len(paired[0]['wall_s']['runs'])} timed runs of (uncached run timed "
+                f"just before / this run).")
+    return "Wall speedup: median time of the uncached runs (timed once, first) / median time of this config's runs."
 
 
 def _row(record: dict, quality: bool) -> list[str]:

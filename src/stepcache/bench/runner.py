@@ -1,15 +1,17 @@
 """``stepcache.bench.run``: the uncached run, every config, and the fewer-steps baseline, measured alike.
 
 Every run uses the same sampler, steps and seed, in one process. Per config: one warm-up
-run (its images are the fidelity sample, and it measures peak memory and cache bytes),
-``repeats`` timed runs, one run under the MAC counter and, for zoo models, the
-distribution scores. Each finished record is written to the results file at once.
+run (its images are the fidelity sample; it counts MACs and measures peak memory and cache
+bytes), ``repeats`` timed runs, each right after a timed uncached run (the wall speedup is
+the median of those pairs' ratios) and, for zoo models, the distribution scores. Each
+finished record is written to the results file at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +24,7 @@ from . import fidelity
 from .baseline import baseline_steps, matching_steps
 from .configs import as_record, describe
 from .macs import macs_of
-from .measure import peak_cache_bytes, peak_memory, time_runs
+from .measure import peak_cache_bytes, peak_memory, summarize, time_runs
 from .records import ResultsFile, check_writable, run_info
 from .samplers import Sampler, pipeline_sampler
 
@@ -93,15 +95,30 @@ def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: i
             reference: dict | None = None) -> dict:
     """One record: ``config`` (None: uncached) at ``steps``, compared with the ``reference`` record."""
     device = sampler.device
-    handle = apply(sampler.target, config, scheduler=sampler.scheduler) if config is not None else None
+    attach = (lambda: apply(sampler.target, config, scheduler=sampler.scheduler)) if config is not None else None
+    handle = attach() if attach else None
     scheduler = sampler.scheduler or sampler.target.scheduler
     try:
         cache_peak = peak_cache_bytes(handle, scheduler) if handle else contextlib.nullcontext({"bytes": 0})
-        with peak_memory(device) as memory, cache_peak as cache:
-            images = sampler.sample(steps, seed)
+        with peak_memory(device) as memory, cache_peak as cache:  # the warm-up run
+            images, macs = macs_of(lambda: sampler.sample(steps, seed))
         stats = handle.stats() if handle else None
-        wall = time_runs(lambda: sampler.sample(steps, seed), repeats, device)
-        _, macs = macs_of(lambda: sampler.sample(steps, seed))
+        if reference is None:
+            wall, paired_reference = time_runs(lambda: sampler.sample(steps, seed), repeats, device), None
+        else:
+            # Alternate reference and measured runs: on a shared host whose speed drifts over minutes,
+            # back-to-back pairs see the same speed, where a reference timed once at the start does not.
+            paired_reference, wall = {"runs": []}, {"runs": []}
+            for _ in range(repeats):
+                if handle:
+                    handle.remove()
+                    handle = None
+                paired_reference["runs"] += time_runs(lambda: sampler.sample(reference["steps"], seed), 1,
+                                                      device)["runs"]
+                if attach:
+                    handle = attach()
+                wall["runs"] += time_runs(lambda: sampler.sample(steps, seed), 1, device)["runs"]
+            paired_reference, wall = summarize(paired_reference["runs"]), summarize(wall["runs"])
         distribution = sampler.distribution.evaluate(steps) if sampler.distribution else None
     finally:
         if handle:
@@ -115,6 +132,7 @@ def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: i
         "full_steps": stats["full_steps"] if stats else steps,
         "cached_steps": stats["cached_steps"] if stats else 0,
         "wall_s": wall,
+        "reference_wall_s": paired_reference,  # the uncached runs timed alternately with these
         "macs": macs,
         "peak_memory_bytes": memory["bytes"],
         "peak_memory_how": memory["how"],
@@ -131,7 +149,11 @@ def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: i
 def _relative(record: dict, reference: dict | None) -> dict:
     if reference is None:
         return {"speedup_wall": 1.0, "speedup_macs": 1.0, "mac_ratio": 1.0, "wall_over_mac_speedup": 1.0}
-    speedup_wall = reference["wall_s"]["median"] / record["wall_s"]["median"]
+    paired = record.get("reference_wall_s")
+    if paired:  # the median over pairs of (uncached time / this time)
+        speedup_wall = statistics.median(r / t for r, t in zip(paired["runs"], record["wall_s"]["runs"]))
+    else:
+        speedup_wall = reference["wall_s"]["median"] / record["wall_s"]["median"]
     speedup_macs = reference["macs"] / record["macs"]
     return {
         "speedup_wall": speedup_wall,
