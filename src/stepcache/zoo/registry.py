@@ -58,7 +58,7 @@ MODELS = {
             PixArtTransformer2DModel,
             nets.build_pixart,
             PixArtCaptionPipeline,
-            train_steps=1200,
+            train_steps=3000,
             lr=1e-3,
         ),
         ZooModel(
