@@ -95,7 +95,7 @@ def zoo_sampler(
         perceptual_trunk=classifier.body if classifier is not None else None,
         distribution=distribution,
         config_defaults=zoo_config_defaults(name),
-        setup=f"{batch} images of {spec.dataset} per run, guidance "
+        setup=f"{batch} images of {spec.dataset}, guidance "
               f"{DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale} with {cfg_mode} CFG",
     )
 

@@ -1,0 +1,102 @@
+"""What one cached step costs in wall time: ``python -m stepcache.bench.stepcost``.
+
+MACs count matmuls, convolutions and attention. Work a method keeps running on a cached
+step but that has almost no MACs (FORA keeps every block's norms, adaLN modulation, gates
+and residual additions; their tensors are read and written, not multiplied) costs wall
+time the MAC count does not see, and then a config's wall speedup falls short of its MAC
+speedup. This tool measures that directly: on a real-size ``arch:`` model with a config
+whose step 1 is cached (interval 2), it times full step 0 and cached step 1 of many
+runs, alternately, and reports the cached step's time as a fraction of the full
+one next to its MAC fraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from ..api import apply
+from .arch import ARCHS, build
+from .configs import coerce_fields, config_class, field_names
+from .macs import macs_of
+
+
+def cached_step_cost(model: torch.nn.Module, call, config, latent_size: int, repeats: int = 5) -> dict:
+    """Median wall time and MACs of a cached denoiser call (step 1) over those of a full one (step 0).
+
+    ``call(x, t)`` runs ``model`` once on a batched-CFG pair of ``latent_size``² latents;
+    ValueError if ``config`` does not cache step 1.
+    """
+    latent = torch.randn(2, model.config.in_channels, latent_size, latent_size,
+                         generator=torch.Generator().manual_seed(0))
+    timesteps = (torch.tensor([900, 900]), torch.tensor([800, 800]))
+    handle = apply(model, config)
+    try:
+        full_times, cached_times, macs = [], [], []
+        with torch.no_grad():
+            for i in range(repeats + 1):  # the first run is a warm-up
+                handle.start_run(3)  # interval 2 needs a run of at least 3 steps; the first two are timed
+                times = []
+                for t in timesteps:
+                    start = time.perf_counter()
+                    if i == 0:
+                        macs.append(macs_of(lambda: call(latent, t))[1])
+                    else:
+                        call(latent, t)
+                    times.append(time.perf_counter() - start)
+                if handle.stats()["cached_step_indices"] != [1]:
+                    raise ValueError(f"{config} does not cache step 1 after a full step 0; use interval 2")
+                if i:
+                    full_times.append(times[0])
+                    cached_times.append(times[1])
+    finally:
+        handle.remove()
+    return {
+        "full_s": statistics.median(full_times),
+        "cached_s": statistics.median(cached_times),
+        "wall_fraction": statistics.median(c / f for c, f in zip(cached_times, full_times)),
+        "mac_fraction": macs[1] / macs[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stepcache.bench.stepcost", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="arch:dit-xl-2", help=f"one of {', '.join('arch:' + n for n in ARCHS)}")
+    parser.add_argument("--method", default="fora")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config field (default interval=2), repeatable")
+    parser.add_argument("--latent", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        name = args.model.removeprefix("arch:")
+        if name not in ARCHS:
+            raise ValueError(f"unknown model {args.model}; known: {', '.join('arch:' + n for n in ARCHS)}")
+        if args.latent < 1 or args.repeats < 1:
+            raise ValueError("--latent and --repeats must be >= 1")
+        cls = config_class(args.method)
+        names = field_names(cls)
+        texts = dict(item.partition("=")[::2] for item in args.set)
+        fields = {"interval": 2} if "interval" in names else {}
+        fields |= {"cfg": "batched"} if "cfg" in names else {}  # the arch call runs batched CFG
+        config = cls(**{**fields, **coerce_fields(cls, texts)})
+        model = build(name)
+        result = cached_step_cost(model, ARCHS[name][2](model, 1), config, args.latent, args.repeats)
+    except ValueError as error:
+        print(f"stepcache stepcost: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s): "
+          f"full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
+          f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the MACs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
