@@ -108,17 +108,16 @@ def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: i
         else:
             # Alternate reference and measured runs: on a shared host whose speed drifts over minutes,
             # back-to-back pairs see the same speed, where a reference timed once at the start does not.
-            paired_reference, wall = {"runs": []}, {"runs": []}
+            reference_times, times = [], []
             for _ in range(repeats):
                 if handle:
                     handle.remove()
                     handle = None
-                paired_reference["runs"] += time_runs(lambda: sampler.sample(reference["steps"], seed), 1,
-                                                      device)["runs"]
+                reference_times += time_runs(lambda: sampler.sample(reference["steps"], seed), 1, device)["runs"]
                 if attach:
                     handle = attach()
-                wall["runs"] += time_runs(lambda: sampler.sample(steps, seed), 1, device)["runs"]
-            paired_reference, wall = summarize(paired_reference["runs"]), summarize(wall["runs"])
+                times += time_runs(lambda: sampler.sample(steps, seed), 1, device)["runs"]
+            paired_reference, wall = summarize(reference_times), summarize(times)
         distribution = sampler.distribution.evaluate(steps) if sampler.distribution else None
     finally:
         if handle:

@@ -20,7 +20,7 @@ import time
 import torch
 
 from ..api import apply
-from .arch import ARCHS, build
+from .arch import ARCH_PREFIX, ARCHS, build
 from .configs import coerce_fields, config_class, field_names
 from .macs import macs_of
 
@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        name = args.model.removeprefix("arch:")
-        if name not in ARCHS:
-            raise ValueError(f"unknown model {args.model}; known: {', '.join('arch:' + n for n in ARCHS)}")
+        name = args.model.removeprefix(ARCH_PREFIX)
         if args.latent < 1 or args.repeats < 1:
             raise ValueError("--latent and --repeats must be >= 1")
         cls = config_class(args.method)
@@ -87,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         fields = {"interval": 2} if "interval" in names else {}
         fields |= {"cfg": "batched"} if "cfg" in names else {}  # the arch call runs batched CFG
         config = cls(**{**fields, **coerce_fields(cls, texts)})
-        model = build(name)
+        model = build(name)  # ValueError naming the known models
         result = cached_step_cost(model, ARCHS[name][2](model, 1), config, args.latent, args.repeats)
     except ValueError as error:
         print(f"stepcache stepcost: error: {error}", file=sys.stderr)
