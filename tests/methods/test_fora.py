@@ -1,6 +1,7 @@
 """FORA: exact at N = 1, MACs as the schedule predicts, per-branch caches, per-call reset, clear errors."""
 
 import pytest
+import torch
 from transformer_pipes import (
     assert_branches_kept_apart,
     assert_each_call_starts_afresh,
@@ -33,6 +34,10 @@ def test_executed_macs_match_the_schedule(family, sublayers):
         adapter = adapter_for(model)
         per_step = [m for b in adapter.blocks() for role, ms in adapter.sublayers(b).items() if role in roles
                     for m in ms]
+        # blocks with every sublayer cached compute only the gates of their adaLN-Zero layers:
+        # 2 of 6 chunks (1 of 3 in FLUX's single-stream blocks)
+        per_step += [(m.linear, 2 / 3) for b in adapter.blocks() if set(adapter.sublayers(b)) <= set(roles)
+                     for m in adapter.gate_modulations(b)]
         return per_step * stats["cached_steps"]
 
     assert_macs_match(family, 4, stepcache.FORAConfig(interval=3, sublayers=sublayers), skipped)
@@ -65,3 +70,23 @@ def test_bad_parameters_name_the_allowed_range():
     with stepcache.cached(pipe, stepcache.FORAConfig(interval=4)):
         with pytest.raises(ValueError, match=r"FORAConfig.interval=4 does not fit this run of 4 steps \(allowed 1..3\)"):
             generate(pipe, "dit", 4)
+
+
+@pytest.mark.parametrize("family", ["dit", "sd3", "flux"])
+def test_gate_only_modulation_on_reusing_steps_changes_nothing_but_the_work(family, monkeypatch):
+    pipe = pipeline(family)
+    with stepcache.cached(pipe, stepcache.FORAConfig(interval=2)) as handle:
+        fast = generate(pipe, family, 4)
+        assert handle.stats()["gate_only_modulations"] > 0
+    # the same run with every adaLN-Zero layer computing all its chunks on reusing steps
+    monkeypatch.setattr(type(adapter_for(pipe.transformer)), "gate_modulations", lambda self, block: [])
+    with stepcache.cached(pipe, stepcache.FORAConfig(interval=2)) as handle:
+        full = generate(pipe, family, 4)
+        assert handle.stats()["gate_only_modulations"] == 0
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
+
+
+def test_modulation_runs_in_full_when_a_sublayer_it_feeds_still_runs():
+    # caching only the attention leaves the MLP running, which needs norm1's MLP shift and scale
+    with stepcache.cached(pipeline("dit"), stepcache.FORAConfig(interval=2, sublayers=("attn",))) as handle:
+        assert handle.stats()["gate_only_modulations"] == 0

@@ -52,6 +52,14 @@ class Adapter:
         """Role -> the modules of that role in a block (only roles the block has)."""
         raise NotImplementedError
 
+    def gate_modulations(self, block: nn.Module) -> list[nn.Module]:
+        """adaLN-Zero layers of a block whose outputs other than the gates feed only its sublayers.
+
+        On a step that reuses every sublayer of the block, these may compute just their gates
+        (``adaln.gates_only``). Families without such layers (PixArt, UNet) have none.
+        """
+        return []
+
     def block_state(self, block: nn.Module, args: tuple, kwargs: dict) -> BlockState:
         """The tensors entering a block."""
         return (args[0] if args else kwargs["hidden_states"],)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from diffusers import DiTTransformer2DModel
 
+from . import adaln
 from .base import FEED_FORWARD, SELF_ATTN, Adapter, kwarg
 
 
@@ -17,6 +18,10 @@ class DiTAdapter(Adapter):
 
     def sublayers(self, block):
         return {SELF_ATTN: [block.attn1], FEED_FORWARD: [block.ff]}
+
+    def gate_modulations(self, block):
+        # norm1's normalised output feeds only attn1, its MLP shift/scale only ff
+        return [block.norm1] if adaln.supports(block.norm1) else []
 
     def modulated_input(self, block, args, kwargs):
         hidden = self.block_state(block, args, kwargs)[0]

@@ -6,6 +6,7 @@ import torch
 from diffusers import FluxTransformer2DModel
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
 
+from . import adaln
 from .base import FEED_FORWARD, SELF_ATTN, JointStreamAdapter
 
 
@@ -22,6 +23,11 @@ class FluxAdapter(JointStreamAdapter):
             # attention and MLP run in parallel and meet in proj_out, which stays live
             return {SELF_ATTN: [block.attn], FEED_FORWARD: [block.proj_mlp]}
         return {SELF_ATTN: [block.attn], FEED_FORWARD: [block.ff, block.ff_context]}
+
+    def gate_modulations(self, block):
+        # single-stream: norm's output feeds attn and proj_mlp; dual: as in SD3, per stream
+        norms = [block.norm] if isinstance(block, FluxSingleTransformerBlock) else [block.norm1, block.norm1_context]
+        return [m for m in norms if adaln.supports(m)]
 
     def modulated_input(self, block, args, kwargs):
         hidden = kwargs["hidden_states"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from diffusers import SD3Transformer2DModel
 
+from . import adaln
 from .base import FEED_FORWARD, SELF_ATTN, JointStreamAdapter
 
 
@@ -19,6 +20,10 @@ class SD3Adapter(JointStreamAdapter):
         attn = [block.attn] + ([block.attn2] if block.attn2 is not None else [])
         ff = [block.ff] + ([block.ff_context] if block.ff_context is not None else [])
         return {SELF_ATTN: attn, FEED_FORWARD: ff}
+
+    def gate_modulations(self, block):
+        # SD3.5's dual-attention norm1 and the last block's continuous context norm are not adaLN-Zero
+        return [m for m in (block.norm1, block.norm1_context) if adaln.supports(m)]
 
     def modulated_input(self, block, args, kwargs):
         return block.norm1(kwargs["hidden_states"], emb=kwargs["temb"])[0]

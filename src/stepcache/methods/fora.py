@@ -6,6 +6,10 @@ the sublayer modules are not run; their stored outputs come back instead, while 
 block around them (norms, timestep modulation, gates, residual additions) still runs
 on the current step. Sublayers are found through the adapter, so a module's own return
 format (SD3/FLUX joint attention returns an (image, text) tuple) is reused as is.
+
+In blocks whose sublayers are all cached, the adaLN-Zero layers (DiT, SD3, FLUX) compute
+only their gates on reusing steps: the shifts and scales they would also compute modulate
+inputs of sublayers that do not run (adapters/adaln.py).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES
+from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES, adaln
 from ..core import validate
 from ..core.reuse import ReuseSlot
 from ..core.schedules import check_interval, reuse_steps
@@ -71,12 +75,24 @@ class FORA(CacheMethod):
         self.blocks = blocks
         self.modules = [m for block in blocks for role, ms in adapter.sublayers(block).items() if role in roles
                         for m in ms]
+        self.modulations = [m for block in blocks if set(adapter.sublayers(block)) <= set(roles)
+                            for m in adapter.gate_modulations(block)]
         self._caches: dict[int, dict[int, object]] = {}  # branch -> module index -> output
         self._slot = ReuseSlot()  # set once per denoiser call, read by every sublayer hook
 
     def install(self, hooks) -> None:
         for index, module in enumerate(self.modules):
             hooks.wrap(module, self._slot.hook(index))
+        for module in self.modulations:
+            hooks.wrap(module, self._gates_only_on_reuse(module))
+
+    def _gates_only_on_reuse(self, module):
+        def forward(original, *args, **kwargs):
+            if self._slot.reuse is None:
+                return original(*args, **kwargs)
+            return adaln.gates_only(module, args, kwargs)
+
+        return forward
 
     def on_run_start(self, record) -> None:
         super().on_run_start(record)
@@ -113,4 +129,8 @@ class FORA(CacheMethod):
         return [output for cache in self._caches.values() for output in cache.values()]
 
     def extra_stats(self) -> dict:
-        return {"sublayers": list(self.roles), "cached_modules": len(self.modules)}
+        return {
+            "sublayers": list(self.roles),
+            "cached_modules": len(self.modules),
+            "gate_only_modulations": len(self.modulations),
+        }
