@@ -26,6 +26,7 @@ class ZooModel:
     train_steps: int
     lr: float
     batch_size: int = 32
+    train_threads: int = 1  # CPU threads while training; results are reproducible for a fixed count
 
     @property
     def captioned(self) -> bool:
@@ -58,8 +59,9 @@ MODELS = {
             PixArtTransformer2DModel,
             nets.build_pixart,
             PixArtCaptionPipeline,
-            train_steps=3000,
+            train_steps=5000,  # a transformer in pixel space learns shapes slowly (docs/zoo.md)
             lr=1e-3,
+            train_threads=2,
         ),
         ZooModel(
             "unet-shapes",

@@ -152,12 +152,14 @@ def train_classifier(dataset: str) -> dict:
 
 def train(name: str) -> dict:
     """Train ``name`` and write its ``train_info.json``."""
-    torch.set_num_threads(1)  # reproducible, and leaves the other core free
+    # a fixed thread count keeps reruns reproducible; one thread leaves the other core free
     if name in CLASSIFIERS:
+        torch.set_num_threads(1)
         dataset = name.removeprefix("classifier-")
         info, path = train_classifier(dataset), registry.classifier_path(dataset)
     else:
         spec = registry.get(name)
+        torch.set_num_threads(spec.train_threads)
         info, path = train_diffusion(spec), spec.path
     info.update(torch=torch.__version__, diffusers=diffusers.__version__, threads=torch.get_num_threads())
     (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
