@@ -51,7 +51,8 @@ def train_diffusion(spec: registry.ZooModel) -> dict:
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (spec.batch_size,), generator=gen)
         noisy = pipe.scheduler.add_noise(x0, noise, t)
-        loss = F.mse_loss(pipe.denoise(noisy, t, condition(labels[idx], drop)), noise)
+        per_sample = (pipe.denoise(noisy, t, condition(labels[idx], drop)) - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_sample * loss_weights(pipe.scheduler, t, spec.min_snr_gamma)).mean()
         _set_lr(opt, spec.lr * _lr_factor(step, spec.train_steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,6 +69,7 @@ def train_diffusion(spec: registry.ZooModel) -> dict:
         "lr": spec.lr,
         "ema_decay": EMA_DECAY,
         "label_dropout": LABEL_DROPOUT,
+        "min_snr_gamma": spec.min_snr_gamma,
         "final_loss": sum(losses[-100:]) / len(losses[-100:]),
         "parameters": sum(p.numel() for p in denoiser.parameters()),
         "train_seconds": round(seconds, 1),
@@ -83,6 +85,20 @@ def _condition_fn(pipe, spec: registry.ZooModel):
     token_ids = pipe.text_encoder.tokenize(captions)
     # Token id 0 is padding, so an all-zero row is exactly the empty caption "".
     return lambda labels, drop: pipe.text_encoder(token_ids[labels] * (~drop)[:, None])
+
+
+def loss_weights(scheduler, t: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
+    """Per-sample weights of the noise MSE: ones, or Min-SNR-gamma (Hang et al. 2023, arXiv 2303.09556).
+
+    The plain noise MSE is dominated by nearly clean timesteps, where predicting the small
+    noise is hard; Min-SNR caps their weight at gamma / SNR, which leaves more of the model's
+    capacity for the noisy steps where global structure (which shape) is decided.
+    """
+    if min_snr_gamma is None:
+        return torch.ones(len(t))
+    alphas_cumprod = scheduler.alphas_cumprod[t]
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return snr.clamp(max=min_snr_gamma) / snr
 
 
 def _disable_builtin_label_dropout(model: torch.nn.Module) -> None:
