@@ -61,7 +61,7 @@ MODELS = {
             nets.build_pixart,
             PixArtCaptionPipeline,
             train_steps=4000,
-            lr=8e-3,  # at 1e-3 it learnt the shape word far more slowly (docs/zoo.md: lr sweep)
+            lr=8e-3,  # at 1e-3 it learnt the shape word far more slowly (docs/zoo.md)
             train_threads=2,
             min_snr_gamma=5.0,
         ),
