@@ -1,25 +1,37 @@
-"""The zoo trainer's loss weighting."""
+"""The zoo trainer's noise-prediction loss."""
 
+import pytest
 import torch
 
 from stepcache.zoo import nets
-from stepcache.zoo.train import loss_weights
+from stepcache.zoo.train import noise_loss
+
+SCHEDULER = nets.training_scheduler()
 
 
-def test_plain_noise_mse_weighs_every_timestep_equally():
-    t = torch.tensor([0, 250, 999])
-    assert torch.equal(loss_weights(nets.training_scheduler(), t, None), torch.ones(3))
+def _snr(t: torch.Tensor) -> torch.Tensor:
+    alphas_cumprod = SCHEDULER.alphas_cumprod[t]
+    return alphas_cumprod / (1 - alphas_cumprod)
+
+
+def _batch(offsets: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise and a prediction off by a constant per sample, so sample i's MSE is offsets[i] ** 2."""
+    noise = torch.randn(len(offsets), 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    return noise + torch.tensor(offsets)[:, None, None, None], noise
+
+
+def test_without_gamma_every_timestep_counts_the_same():
+    prediction, noise = _batch([1.0, 2.0])
+    t = torch.tensor([0, 999])
+    assert noise_loss(prediction, noise, SCHEDULER, t, None).item() == pytest.approx((1 + 4) / 2)
 
 
 def test_min_snr_caps_the_weight_of_nearly_clean_timesteps():
-    scheduler = nets.training_scheduler()
-    t = torch.arange(1000)
-    alphas_cumprod = scheduler.alphas_cumprod
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    weights = loss_weights(scheduler, t, 5.0)
-    noisy = snr <= 5
-    assert noisy.any() and (~noisy).any()
-    # Noisy timesteps keep weight 1; cleaner ones get gamma / SNR, which falls as t -> 0.
-    assert torch.allclose(weights[noisy], torch.ones(int(noisy.sum())))
-    assert torch.allclose(weights[~noisy], 5 / snr[~noisy])
-    assert weights[0] < 1e-3 and torch.all(weights[:-1] <= weights[1:])
+    t = torch.tensor([0, 100, 999])
+    snr = _snr(t)
+    assert snr[0] > snr[1] > 5 > snr[2]  # two nearly clean samples, one noisy
+    prediction, noise = _batch([1.0, 1.0, 1.0])
+    expected = (5 / snr[0] + 5 / snr[1] + 1) / 3
+    assert noise_loss(prediction, noise, SCHEDULER, t, 5.0).item() == pytest.approx(expected.item(), rel=1e-5)
+    # A larger gamma gives clean samples more weight, up to the plain MSE.
+    assert noise_loss(prediction, noise, SCHEDULER, t, 50.0) > noise_loss(prediction, noise, SCHEDULER, t, 5.0)

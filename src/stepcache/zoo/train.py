@@ -51,8 +51,8 @@ def train_diffusion(spec: registry.ZooModel) -> dict:
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (spec.batch_size,), generator=gen)
         noisy = pipe.scheduler.add_noise(x0, noise, t)
-        per_sample = (pipe.denoise(noisy, t, condition(labels[idx], drop)) - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = (per_sample * loss_weights(pipe.scheduler, t, spec.min_snr_gamma)).mean()
+        prediction = pipe.denoise(noisy, t, condition(labels[idx], drop))
+        loss = noise_loss(prediction, noise, pipe.scheduler, t, spec.min_snr_gamma)
         _set_lr(opt, spec.lr * _lr_factor(step, spec.train_steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -87,18 +87,18 @@ def _condition_fn(pipe, spec: registry.ZooModel):
     return lambda labels, drop: pipe.text_encoder(token_ids[labels] * (~drop)[:, None])
 
 
-def loss_weights(scheduler, t: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
-    """Per-sample weights of the noise MSE: ones, or Min-SNR-gamma (Hang et al. 2023, arXiv 2303.09556).
+def noise_loss(prediction, noise, scheduler, t: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
+    """Noise-prediction MSE, plain or Min-SNR-gamma weighted per sample (Hang et al. 2023, arXiv 2303.09556).
 
-    The plain noise MSE is dominated by nearly clean timesteps, where predicting the small
-    noise is hard; Min-SNR caps their weight at gamma / SNR, which leaves more of the model's
-    capacity for the noisy steps where global structure (which shape) is decided.
+    The plain MSE is dominated by nearly clean timesteps, where the small noise is hard to
+    predict; Min-SNR caps their weight at gamma / SNR (noisier samples keep weight 1).
     """
     if min_snr_gamma is None:
-        return torch.ones(len(t))
+        return F.mse_loss(prediction, noise)  # exactly how the recipes without gamma were trained
     alphas_cumprod = scheduler.alphas_cumprod[t]
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    return snr.clamp(max=min_snr_gamma) / snr
+    weights = snr.clamp(max=min_snr_gamma) / snr
+    return ((prediction - noise).pow(2).mean(dim=(1, 2, 3)) * weights).mean()
 
 
 def _disable_builtin_label_dropout(model: torch.nn.Module) -> None:
