@@ -29,3 +29,22 @@ def test_cli(capsys):
     assert "unknown model arch:nope" in capsys.readouterr().err
     assert stepcost.main(["--set", "interval=0"]) == 2
     assert "FORAConfig.interval" in capsys.readouterr().err
+
+
+def test_hook_overhead_times_a_config_that_caches_nothing_and_removes_it():
+    model, call = shrunk_dit()
+    result = stepcost.hook_overhead(model, call, FORAConfig(interval=1), latent_size=8, repeats=3)
+    low, high = result["quartiles"]
+    assert result["pairs"] == 3 and low <= result["overhead"] <= high and result["overhead"] > -1
+    apply(model, FORAConfig(interval=1)).remove()  # nothing of the measurement's hooks is left
+
+
+def test_hook_overhead_of_a_config_that_caches_is_an_error():
+    model, call = shrunk_dit()
+    with pytest.raises(ValueError, match="turn its caching off"):
+        stepcost.hook_overhead(model, call, FORAConfig(interval=2), latent_size=8, repeats=1)
+
+
+def test_cli_overhead(capsys):
+    assert stepcost.main(["--overhead", "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""What one cached step costs in wall time: ``python -m stepcache.bench.stepcost``.
+"""What one cached step, and the hooks alone, cost in wall time: ``python -m stepcache.bench.stepcost``.
 
 MACs count matmuls, convolutions and attention. Work a method keeps running on a cached
 step but that has almost no MACs (FORA keeps every block's norms, adaLN modulation, gates
@@ -8,6 +8,11 @@ speedup. This tool measures that directly: on a real-size ``arch:`` model with a
 whose step 1 is cached (interval 2), it times full step 0 and cached step 1 of many
 runs, alternately, and reports the cached step's time as a fraction of the full
 one next to its MAC fraction.
+
+With ``--overhead`` and a config whose caching is off (FORA ``interval=1``, TeaCache
+``threshold=0``, ...) it measures the hooks themselves instead: a step of the hooked model
+against a call of the bare model, in many alternating pairs. Whole-run timings on a shared
+machine drift by more than the few percent this is about; adjacent single calls drift less.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from .arch import ARCH_PREFIX, ARCHS, build
 from .configs import coerce_fields, config_class, field_names
 from .macs import macs_of
 
+TIMESTEPS = (torch.tensor([900, 900]), torch.tensor([800, 800]))  # steps 0 and 1, one value per CFG branch
+
 
 def cached_step_cost(model: torch.nn.Module, call, config, latent_size: int, repeats: int = 5) -> dict:
     """Median wall time and MACs of a cached denoiser call (step 1) over those of a full one (step 0).
@@ -31,9 +38,7 @@ def cached_step_cost(model: torch.nn.Module, call, config, latent_size: int, rep
     ``call(x, t)`` runs ``model`` once on a batched-CFG pair of ``latent_size``² latents;
     ValueError if ``config`` does not cache step 1.
     """
-    latent = torch.randn(2, model.config.in_channels, latent_size, latent_size,
-                         generator=torch.Generator().manual_seed(0))
-    timesteps = (torch.tensor([900, 900]), torch.tensor([800, 800]))
+    latent = _latent(model, latent_size)
     handle = apply(model, config)
     try:
         full_times, cached_times, macs = [], [], []
@@ -41,7 +46,7 @@ def cached_step_cost(model: torch.nn.Module, call, config, latent_size: int, rep
             for i in range(repeats + 1):  # the first run is a warm-up
                 handle.start_run(3)  # interval 2 needs a run of at least 3 steps; the first two are timed
                 times = []
-                for t in timesteps:
+                for t in TIMESTEPS:
                     start = time.perf_counter()
                     if i == 0:
                         macs.append(macs_of(lambda: call(latent, t))[1])
@@ -63,33 +68,92 @@ def cached_step_cost(model: torch.nn.Module, call, config, latent_size: int, rep
     }
 
 
+def hook_overhead(model: torch.nn.Module, call, config, latent_size: int, repeats: int = 20) -> dict:
+    """Median wall time of a hooked denoiser step over a bare call, for a ``config`` that caches nothing.
+
+    Each pair times a bare ``call`` and, with ``config`` applied, step 1 of a fresh run (step 0
+    runs untimed first, so the hooks are in their steady state), in alternating order so that
+    drift within a pair cancels; the config is removed between the two. ValueError if the
+    config cached a step: then this is not hook overhead.
+    """
+    latent, ratios = _latent(model, latent_size), []
+
+    def bare() -> float:
+        start = time.perf_counter()
+        call(latent, TIMESTEPS[1])
+        return time.perf_counter() - start
+
+    def hooked() -> float:
+        handle = apply(model, config)
+        try:
+            handle.start_run(3)
+            call(latent, TIMESTEPS[0])
+            start = time.perf_counter()
+            call(latent, TIMESTEPS[1])
+            seconds = time.perf_counter() - start
+            cached = handle.stats()["cached_step_indices"]
+        finally:
+            handle.remove()
+        if cached:
+            raise ValueError(f"{config} cached steps {cached}: turn its caching off (interval=1, threshold=0)")
+        return seconds
+
+    with torch.no_grad():
+        for i in range(repeats + 1):  # the first pair is a warm-up
+            if i % 2:
+                hooked_s, bare_s = hooked(), bare()
+            else:
+                bare_s, hooked_s = bare(), hooked()
+            if i:
+                ratios.append(hooked_s / bare_s)
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"overhead": statistics.median(ratios) - 1, "quartiles": (low - 1, high - 1), "pairs": len(ratios)}
+
+
+def _latent(model: torch.nn.Module, latent_size: int) -> torch.Tensor:
+    """A batched-CFG pair of latents."""
+    shape = (2, model.config.in_channels, latent_size, latent_size)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stepcache.bench.stepcost", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="arch:dit-xl-2", help=f"one of {', '.join('arch:' + n for n in ARCHS)}")
     parser.add_argument("--method", default="fora")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="config field (default interval=2), repeatable")
+                        help="config field (default interval=2; 1 with --overhead), repeatable")
     parser.add_argument("--latent", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 5) or, with --overhead, pairs (20)")
+    parser.add_argument("--overhead", action="store_true",
+                        help="time the hooks of a config that caches nothing (e.g. --set interval=1) against the bare model")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         name = args.model.removeprefix(ARCH_PREFIX)
-        if args.latent < 1 or args.repeats < 1:
+        repeats = args.repeats if args.repeats is not None else 20 if args.overhead else 5
+        if args.latent < 1 or repeats < 1:
             raise ValueError("--latent and --repeats must be >= 1")
         cls = config_class(args.method)
         names = field_names(cls)
         texts = dict(item.partition("=")[::2] for item in args.set)
-        fields = {"interval": 2} if "interval" in names else {}
+        fields = {"interval": 1 if args.overhead else 2} if "interval" in names else {}
         fields |= {"cfg": "batched"} if "cfg" in names else {}  # the arch call runs batched CFG
         config = cls(**{**fields, **coerce_fields(cls, texts)})
         model = build(name)  # ValueError naming the known models
-        result = cached_step_cost(model, ARCHS[name][2](model, 1), config, args.latent, args.repeats)
+        call = ARCHS[name][2](model, 1)
+        measure = hook_overhead if args.overhead else cached_step_cost
+        result = measure(model, call, config, args.latent, repeats)
     except ValueError as error:
         print(f"stepcache stepcost: error: {error}", file=sys.stderr)
         return 2
+    if args.overhead:
+        low, high = result["quartiles"]
+        print(f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s): "
+              f"hooked step / bare call - 1 = {100 * result['overhead']:+.2f}% (median of {result['pairs']} pairs; "
+              f"quartiles {100 * low:+.2f}% to {100 * high:+.2f}%)")
+        return 0
     print(f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s): "
           f"full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
           f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the MACs")
