@@ -79,7 +79,7 @@ def test_coefficients_rescale_the_distance():
     assert traces[-1.0] == [0.0] * STEPS  # an estimated change is never negative
 
 
-@pytest.mark.parametrize("family", ["dit", "flux"])
+@pytest.mark.parametrize("family", ["dit", "sd3", "flux"])
 def test_executed_macs_match_the_skipped_steps(family):
     pipe, steps = pipeline(family), 8
     _, uncached = macs_by_module(lambda: generate(pipe, family, steps))
@@ -90,9 +90,24 @@ def test_executed_macs_match_the_skipped_steps(family):
         _, macs = macs_of(lambda: generate(pipe, family, steps))
         cached_steps = handle.stats()["cached_steps"]
     assert 0 < cached_steps < steps - 2
-    # a skipped step runs no block; every step computes the signal once
-    predicted = uncached["Global"] + steps * _signal_macs(pipe, family) - cached_steps * stack_per_step
+    # a skipped step runs no block but computes the signal; a full step's block 0 reuses the
+    # signal's norm output instead of computing it again, so only skipped steps add its MACs
+    predicted = uncached["Global"] + cached_steps * (_signal_macs(pipe, family) - stack_per_step)
     assert math.isclose(macs, predicted, rel_tol=0.01)
+
+
+@pytest.mark.parametrize("family", ["dit", "pixart", "sd3", "flux"])
+def test_a_full_step_computes_the_signal_norm_once(family):
+    pipe, steps = pipeline(family), 5
+    norm = adapter_for(pipe.transformer).modulation_norm(adapter_for(pipe.transformer).blocks()[0])
+    computed = []
+    probe = HookSet()  # under stepcache's wrapper: sees only the calls that really compute
+    probe.wrap(norm, lambda original, *a, **k: computed.append(1) or original(*a, **k))
+    with stepcache.cached(pipe, TeaCacheConfig(threshold=0.0, coefficients=LINEAR)) as handle:
+        generate(pipe, family, steps)
+        assert handle.stats()["full_steps"] == steps
+    probe.remove()
+    assert len(computed) == steps  # once for the signal; block 0 takes that output
 
 
 def _signal_macs(pipe, family) -> int:

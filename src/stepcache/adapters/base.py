@@ -76,6 +76,10 @@ class Adapter:
         """The timestep-modulated input of a block's first sublayer (norm(h) * (1 + scale) + shift)."""
         raise NotImplementedError(f"{self.family} models have no timestep-modulated block input")
 
+    def modulation_norm(self, block: nn.Module) -> nn.Module:
+        """The norm ``modulated_input`` calls, which the block's own forward calls again with the same arguments."""
+        raise NotImplementedError(f"{self.family} models have no timestep-modulated block input")
+
     def block_kind(self, block: nn.Module) -> str:
         """A name for blocks of different structure within one model (FLUX: dual / single)."""
         return type(block).__name__

@@ -30,3 +30,6 @@ class DiTAdapter(Adapter):
         timestep = kwarg(args, kwargs, "timestep", 4)
         class_labels = kwarg(args, kwargs, "class_labels", 6)
         return block.norm1(hidden, timestep, class_labels, hidden_dtype=hidden.dtype)[0]
+
+    def modulation_norm(self, block):
+        return block.norm1

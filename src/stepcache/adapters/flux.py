@@ -37,5 +37,9 @@ class FluxAdapter(JointStreamAdapter):
             return block.norm(joint, emb=kwargs["temb"])[0]
         return block.norm1(hidden, emb=kwargs["temb"])[0]
 
+    def modulation_norm(self, block):
+        # a single-stream block's own call normalises a concatenation of its own: no shared call
+        return block.norm if isinstance(block, FluxSingleTransformerBlock) else block.norm1
+
     def block_kind(self, block):
         return "single" if isinstance(block, FluxSingleTransformerBlock) else "dual"

@@ -25,3 +25,6 @@ class PixArtAdapter(Adapter):
         # the same arithmetic as BasicTransformerBlock's "ada_norm_single" branch
         shift, scale = (block.scale_shift_table[None] + timestep.reshape(hidden.shape[0], 6, -1)).chunk(6, dim=1)[:2]
         return block.norm1(hidden) * (1 + scale) + shift
+
+    def modulation_norm(self, block):
+        return block.norm1

@@ -27,3 +27,6 @@ class SD3Adapter(JointStreamAdapter):
 
     def modulated_input(self, block, args, kwargs):
         return block.norm1(kwargs["hidden_states"], emb=kwargs["temb"])[0]
+
+    def modulation_norm(self, block):
+        return block.norm1

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..adapters import TRANSFORMER_FAMILIES
+from ..core.memo import OutputMemo
 from ..core.residual import ResidualSkip
 from ..core.schedules import teacache_step
 from ..core.validate import check_float
@@ -96,6 +97,8 @@ class TeaCache(CacheMethod):
         self.polynomial = polynomial
         self.first_block = blocks[0]
         self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self._decide)
+        # block 0 takes the norm output computed for the signal instead of computing it again
+        self.signal_norm = OutputMemo(adapter.modulation_norm(self.first_block))
         self.previous_signal: torch.Tensor | None = None  # F_{i-1}, from branch 0
         self.accumulated = 0.0
         self.skipping = False  # this step's decision, taken at branch 0
@@ -103,6 +106,7 @@ class TeaCache(CacheMethod):
 
     def install(self, hooks) -> None:
         self.skip.install(hooks)
+        self.signal_norm.install(hooks)
 
     def on_run_start(self, record) -> None:
         super().on_run_start(record)
@@ -111,6 +115,7 @@ class TeaCache(CacheMethod):
 
     def clear(self) -> None:
         self.skip.clear()
+        self.signal_norm.clear()
         self.previous_signal = None
 
     def cache_tensors(self):
@@ -129,6 +134,7 @@ class TeaCache(CacheMethod):
         if ctx.branch == 0:
             self.skipping = self._decide_step(args, kwargs)
         if self.skipping:
+            self.signal_norm.clear()  # block 0 will not run to take it
             self.mark_cached()
             return 0  # the one range: every block
         return None
@@ -140,7 +146,8 @@ class TeaCache(CacheMethod):
                 "TeaCache needs the run length to keep the last step full: pass scheduler= to "
                 "stepcache.apply() or call handle.start_run(num_steps) before the loop"
             )
-        signal = self.adapter.modulated_input(self.first_block, args, kwargs)
+        with self.signal_norm.recording():
+            signal = self.adapter.modulated_input(self.first_block, args, kwargs)
         previous, self.previous_signal = self.previous_signal, signal
         distance = 0.0 if previous is None else rescale(self.polynomial, relative_l1(signal, previous))
         skip, total = teacache_step(self.accumulated, distance, self.config.threshold, ctx.step, ctx.num_steps)
