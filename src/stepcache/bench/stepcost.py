@@ -148,14 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"stepcache stepcost: error: {error}", file=sys.stderr)
         return 2
+    setup = f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s)"
     if args.overhead:
         low, high = result["quartiles"]
-        print(f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s): "
-              f"hooked step / bare call - 1 = {100 * result['overhead']:+.2f}% (median of {result['pairs']} pairs; "
-              f"quartiles {100 * low:+.2f}% to {100 * high:+.2f}%)")
+        print(f"{setup}: hooked step / bare call - 1 = {100 * result['overhead']:+.2f}% (median of {result['pairs']} "
+              f"pairs; quartiles {100 * low:+.2f}% to {100 * high:+.2f}%)")
         return 0
-    print(f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s): "
-          f"full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
+    print(f"{setup}: full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
           f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the MACs")
     return 0
 
