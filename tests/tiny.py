@@ -28,6 +28,32 @@ from diffusers import (
 
 TEXT_DIM = 16
 
+# Kernel rounding. Two float32 computations of the same values that may take different CPU kernels
+# (batch 1 vs 2, i.e. split vs batched CFG; 1 vs 2 threads; ATEN_CPU_CAPABILITY default/avx2/avx512,
+# which stands in for other processors; a sliced weight) round differently. Rounding grows with the
+# magnitude of what is summed, not with each element, so bounds are float32 epsilons of max |expected|.
+# Measured 2026-11-25 on a 2-core AMD EPYC over all six kernel/thread combinations, the largest
+# max|difference| / max|expected| was, in float32 epsilons:
+#   one denoiser call (block skipping, adaLN gates, AdaCache's rates): 3.0
+#   a 4-5 step tiny-model run, split against batched CFG, any method: 7.3 (T-GATE; DeepCache 6.0)
+#   a 3-step zoo-model run (trained weights), split against batched CFG, images in [0, 1]: 26
+# Each bound below is about 8x its worst measurement, for processors with other kernels; a real
+# error (a cache shared between CFG branches, the wrong rows of a weight) is 1e-3 or more of the
+# magnitude, i.e. over 8000 epsilons.
+ONE_CALL_EPS = 24
+TINY_RUN_EPS = 64
+ZOO_RUN_EPS = 256
+
+
+def assert_within_rounding(actual, expected, eps: float) -> None:
+    """max |actual - expected| <= eps float32 epsilons of max |expected| (see the measurements above)."""
+    actual, expected = torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    bound = eps * torch.finfo(torch.float32).eps * expected.abs().max().item()
+    difference = (actual - expected).abs().max().item()
+    assert difference <= bound, (
+        f"max |difference| {difference:.3g} is over {eps} float32 epsilons of max |expected| ({bound:.3g})")
+
 
 def _seeded(build):
     def wrapper(*args, seed: int = 0, **kwargs):

@@ -61,7 +61,7 @@ def test_modulated_input_is_what_the_first_attention_sees(family):
     block, args, kwargs, _ = seen[0]
     with torch.no_grad():
         modulated = adapter.modulated_input(block, args, kwargs)
-    torch.testing.assert_close(modulated, attn_input, rtol=0, atol=1e-6)
+    tiny.assert_within_rounding(modulated, attn_input, tiny.ONE_CALL_EPS)
 
 
 @pytest.mark.parametrize("family,roles", [

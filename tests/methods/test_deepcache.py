@@ -191,8 +191,8 @@ def test_split_cfg_keeps_one_cache_per_branch_and_matches_batched_cfg():
         assert stats["steps"] == 4 and stats["cached_step_indices"] == [1, 2]
         assert stats["calls"] == (8 if cfg == "split" else 4)
     # a cache shared between the cond and uncond calls would feed one branch the other's deep features
-    # (split and batched CFG differ by float rounding only, about 1e-5; a shared cache by about 1e-1)
-    torch.testing.assert_close(results["split"], results["batched"], rtol=0, atol=1e-3)
+    # (split and batched CFG differ by float rounding only; a shared cache by about 1e-1)
+    tiny.assert_within_rounding(results["split"], results["batched"], tiny.TINY_RUN_EPS)
     assert not torch.allclose(results["split"], uncached, atol=1e-3)
 
 
