@@ -36,13 +36,24 @@ def test_apply_then_remove_is_bit_identical_and_leaves_nothing_behind(family):
     assert all(torch.equal(after_tensors[k], v) for k, v in tensors.items())
 
 
-def test_apply_to_pipeline_restores_its_scheduler_too():
+def test_a_pipeline_is_hooked_only_through_its_call_and_remove_restores_its_class():
     pipe = tiny.dit_pipeline()
-    before = sorted(pipe.scheduler.__dict__)
+    pipe.set_progress_bar_config(disable=True)
+    cls, scheduler_attrs, pipe_attrs = type(pipe), sorted(pipe.scheduler.__dict__), sorted(pipe.__dict__)
+    seen = {}
     with stepcache.cached(pipe, ProbeConfig()) as handle:
         assert handle.model is pipe.transformer
-        assert "step" in pipe.scheduler.__dict__
-    assert sorted(pipe.scheduler.__dict__) == before
+        assert type(pipe) is not cls and isinstance(pipe, cls) and type(pipe).__name__ == cls.__name__
+        # the scheduler is hooked only while a call runs
+        assert sorted(pipe.scheduler.__dict__) == scheduler_attrs
+        peek = pipe.transformer.register_forward_pre_hook(
+            lambda module, args: seen.update(step="step" in pipe.scheduler.__dict__))
+        pipe(class_labels=[1], num_inference_steps=2, output_type="np")
+        peek.remove()
+        assert seen == {"step": True}
+        assert sorted(pipe.scheduler.__dict__) == scheduler_attrs
+    assert type(pipe) is cls
+    assert sorted(pipe.scheduler.__dict__) == scheduler_attrs and sorted(pipe.__dict__) == pipe_attrs
 
 
 def test_a_second_apply_is_an_error_until_the_first_is_removed():

@@ -10,6 +10,7 @@ from torch import nn
 
 from .adapters import adapter_for
 from .core.hooks import HookSet
+from .core.pipeline import PipelineRuns
 from .core.state import RunRecord, StepClock
 from .methods.base import CacheConfig, tensor_bytes
 
@@ -34,20 +35,22 @@ def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
 def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheHandle":
     """Install ``config``'s cache on a pipeline's denoiser (or on a denoiser model).
 
-    Steps and runs are read from the pipeline's scheduler; for a bare model in a
-    hand-written loop, pass that loop's ``scheduler`` (or call ``handle.start_run``).
+    Applied to a pipeline, every call of that pipeline is one run (core/state.py says how
+    steps are counted). For a bare model in a hand-written loop, pass that loop's
+    ``scheduler`` (or call ``handle.start_run``).
     Raises RuntimeError if the model already has a cache: remove that one first.
     """
     if not isinstance(config, CacheConfig):
         raise TypeError(f"config must be a stepcache config (e.g. FORAConfig(...)), got {type(config).__name__}")
     model, pipe = find_denoiser(target)
+    if pipe is not None and scheduler is not None:
+        raise ValueError("scheduler= is for a bare model in a hand-written loop; a pipeline's runs follow its "
+                         "calls and the scheduler it uses")
     if model in _ACTIVE:
         raise RuntimeError(
             f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
             "call remove() on its handle before applying another"
         )
-    if scheduler is None and pipe is not None:
-        scheduler = getattr(pipe, "scheduler", None)
     return CacheHandle(model, config, pipe, scheduler)
 
 
@@ -68,33 +71,30 @@ class CacheHandle:
         self.model = model
         self.config = config
         self.adapter = adapter_for(model)
-        self._pipe = pipe
         self._hooks = HookSet()
-        self._scheduler_hooks = HookSet()
-        self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended)
+        self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended,
+                               pipeline_name=None if pipe is None else type(pipe).__name__)
         self.method = config.build(self.adapter, self.clock)
-        self.method.pipe = pipe
         try:
-            if scheduler is not None:
-                self.clock.watch_scheduler(scheduler, self._scheduler_hooks)
+            if pipe is not None:
+                PipelineRuns(pipe, self.clock).install(self._hooks)
+            elif scheduler is not None:
+                self.clock.watch_scheduler(scheduler, self._hooks)
             self._hooks.wrap(model, self._denoiser_call)
             self.method.install(self._hooks)
         except BaseException:
             self._hooks.remove()
-            self._scheduler_hooks.remove()
             raise
         self._removed = False
         _ACTIVE[model] = self
 
     def _denoiser_call(self, forward, *args, **kwargs):
-        if self._pipe is not None and self._pipe.scheduler is not self.clock.scheduler:
-            # the user swapped the pipeline's scheduler after apply(): follow the new one
-            self._scheduler_hooks.remove()
-            self.clock.watch_scheduler(self._pipe.scheduler, self._scheduler_hooks, mid_run=True)
         sample, timestep = self.adapter.sample_and_timestep(args, kwargs)
         ctx = self.clock.on_call(sample, timestep)
-        self.method.ctx = ctx
-        return self.method.model_call(ctx, forward, args, kwargs)
+        try:
+            return self.method.model_call(ctx, forward, args, kwargs)
+        finally:
+            self.clock.end_call()
 
     def _run_started(self, record: RunRecord) -> None:
         self.method.on_run_start(record)
@@ -132,7 +132,6 @@ class CacheHandle:
         if self._removed:
             return
         self._hooks.remove()
-        self._scheduler_hooks.remove()
         self.method.clear()
         self._removed = True
         if _ACTIVE.get(self.model) is self:

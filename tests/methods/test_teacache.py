@@ -167,7 +167,7 @@ def test_split_cfg_decides_once_per_step_for_both_branches():
     ran = []
     probe = HookSet()
     attention = handle.adapter.sublayers(handle.adapter.blocks()[0])["attn"][0]
-    probe.wrap(attention, lambda original, *a, **k: ran.append((handle.method.ctx.step, handle.method.ctx.branch))
+    probe.wrap(attention, lambda original, *a, **k: ran.append((handle.clock.current.step, handle.clock.current.branch))
                or original(*a, **k))
     tiny.denoise(model, "dit", scheduler, steps=10, cfg="split")
     probe.remove()

@@ -1,8 +1,10 @@
-"""Wrap a module's ``forward`` (or any object's method) and put the original back exactly.
+"""Wrap a module's ``forward`` (or any object's method, or an object's call) and undo it exactly.
 
-A wrapper is installed as an instance attribute, so ``nn.Module.__call__`` (and every
-torch hook around it) keeps working, and removal deletes that attribute again: the
-object is left as it was, with no marker attribute behind.
+A method wrapper is installed as an instance attribute, so ``nn.Module.__call__`` (and
+every torch hook around it) keeps working, and removal deletes that attribute again: the
+object is left as it was, with no marker attribute behind. ``obj(...)`` looks ``__call__``
+up on the type, so wrapping a call gives the object a subclass of its own class (same
+name and module) and removal puts the original class back.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ class HookSet:
     """The wrappers one handle installed; removes them in reverse order."""
 
     def __init__(self) -> None:
-        # (object, attribute name, installed function, had its own attribute, previous value)
-        self._installed: list[tuple[Any, str, Callable, bool, Any]] = []
+        # (is it still ours?, undo, what it wraps, for the error message)
+        self._installed: list[tuple[Callable[[], bool], Callable[[], None], str]] = []
 
     def wrap(self, module: nn.Module, wrapper: Wrapper) -> None:
         self.wrap_method(module, "forward", wrapper)
@@ -35,21 +37,44 @@ class HookSet:
         def installed(*args, **kwargs):
             return wrapper(original, *args, **kwargs)
 
-        setattr(obj, name, installed)
-        self._installed.append((obj, name, installed, had_own, previous))
-
-    def remove(self) -> None:
-        while self._installed:
-            obj, name, installed, had_own, previous = self._installed.pop()
-            if obj.__dict__.get(name) is not installed:
-                raise RuntimeError(
-                    f"{type(obj).__name__}.{name} was replaced after stepcache wrapped it; "
-                    "remove the other wrapper first so both can be undone in order"
-                )
+        def undo() -> None:
             if had_own:
                 setattr(obj, name, previous)
             else:
                 delattr(obj, name)
+
+        setattr(obj, name, installed)
+        self._installed.append((lambda: obj.__dict__.get(name) is installed, undo, f"{type(obj).__name__}.{name}"))
+
+    def wrap_call(self, obj: Any, wrapper: Wrapper) -> None:
+        """Wrap ``obj(...)``: ``wrapper(bound original __call__, *args, **kwargs)``."""
+        cls = type(obj)
+        original = cls.__call__
+
+        @functools.wraps(original)
+        def __call__(self_, *args, **kwargs):
+            return wrapper(original.__get__(self_, cls), *args, **kwargs)
+
+        subclass = type(cls.__name__, (cls,), {
+            "__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__})
+
+        def undo() -> None:
+            obj.__class__ = cls
+
+        obj.__class__ = subclass
+        self._installed.append((lambda: type(obj) is subclass, undo, f"{cls.__name__}.__class__"))
+
+    def remove(self) -> None:
+        while self._installed:
+            ours, undo, what = self._installed[-1]
+            if not ours():
+                raise RuntimeError(
+                    f"{what} was replaced after stepcache wrapped it; "
+                    "remove the other wrapper first so both can be undone in order"
+                )
+            self._installed.pop()
+            undo()
 
     def __len__(self) -> int:
         return len(self._installed)

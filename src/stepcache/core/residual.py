@@ -18,14 +18,16 @@ from typing import Callable, Sequence
 from torch import nn
 
 BlockRange = tuple[int, int]  # [start, end) block indices
-# decide(block_args, block_kwargs) -> index into ranges to skip this call, or None to run every block
+# decide(block_args, block_kwargs) -> index into ranges to skip this call, or None to run every block;
+# only a range whose residual this call's branch has (``has_delta``) may be skipped
 Decider = Callable[[tuple, dict], "int | None"]
 
 
 class ResidualSkip:
     """Hooks over ``blocks`` that skip one of ``ranges`` per call, as ``decide`` says."""
 
-    def __init__(self, adapter, blocks: Sequence[nn.Module], ranges: Sequence[BlockRange], decide: Decider):
+    def __init__(self, adapter, blocks: Sequence[nn.Module], ranges: Sequence[BlockRange], decide: Decider,
+                 clock):
         for start, end in ranges:
             if not 0 <= start < end <= len(blocks):
                 raise ValueError(f"block range [{start}, {end}) is not inside the model's {len(blocks)} blocks")
@@ -33,10 +35,12 @@ class ResidualSkip:
         self.blocks = list(blocks)
         self.ranges = [tuple(r) for r in ranges]
         self.decide = decide
-        self.branch = 0  # set by the method before each denoiser call
+        self.clock = clock  # its ``current`` call says which CFG branch's residuals to use
         self.deltas: dict[tuple[int, int], tuple] = {}  # (range index, branch) -> residual tensors
         self._first = min(start for start, _ in self.ranges)
         self._skip: int | None = None  # range being skipped in the current call
+        self._call = None  # the denoiser call (its StepContext) the current decision belongs to
+        self._branch = 0  # its CFG branch
         self._skip_state: tuple | None = None
         self._inputs: dict[int, tuple] = {}  # range index -> state entering it, this call
 
@@ -52,6 +56,7 @@ class ResidualSkip:
         self.deltas.clear()
         self._inputs.clear()
         self._skip_state = None
+        self._call = self._skip = None
 
     def _hook(self, index: int):
         block = self.blocks[index]
@@ -60,14 +65,20 @@ class ResidualSkip:
         ends = {r: end for r, (_, end) in enumerate(self.ranges)}
 
         def forward(original, *args, **kwargs):
-            if index == self._first:
-                self._skip = self.decide(args, kwargs)
+            call = self.clock.current
+            if index == self._first or call is not self._call:
+                # a new denoiser call; one whose model left out the first block (SD3's skip_layers) runs all
+                self._call, self._branch = call, call.branch
+                self._skip = self.decide(args, kwargs) if index == self._first else None
                 self._inputs.clear()
             skip = self._skip
+            if skip is not None and (skip, self._branch) not in self.deltas:
+                raise RuntimeError(f"asked to skip blocks {self.ranges[skip]} for CFG branch {self._branch}, "
+                                   "which has no residual for them yet")
             if skip is not None and starts[skip] <= index < ends[skip]:
                 if index == starts[skip]:
                     fresh = adapter.block_state(block, args, kwargs)
-                    delta = self.deltas[(skip, self.branch)]
+                    delta = self.deltas[(skip, self._branch)]
                     self._skip_state = tuple(_add(h, d) for h, d in zip(fresh, delta))
                 return adapter.make_output(block, self._skip_state)
             if skip is None:
@@ -79,7 +90,7 @@ class ResidualSkip:
                 for r, end in ends.items():
                     if end - 1 == index and r in self._inputs:
                         out_state = adapter.output_state(block, output)
-                        self.deltas[(r, self.branch)] = tuple(
+                        self.deltas[(r, self._branch)] = tuple(
                             _sub(o, i) for o, i in zip(out_state, self._inputs.pop(r))
                         )
             return output

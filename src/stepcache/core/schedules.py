@@ -99,12 +99,13 @@ def _check_run(num_steps: int) -> None:
 
 
 def reuse_steps(full_step: int, interval: int, num_steps: int | None) -> range:
-    """The steps of a uniform 1:N schedule that reuse what full step ``full_step`` computed.
+    """The steps of a uniform 1:N schedule that reuse what step ``full_step`` computed.
 
-    They run up to the next full step, or to the end of the run when its length is known
-    (``num_steps`` None: unknown, so the whole interval is assumed to follow).
+    They run up to the next full step (a multiple of N; ``full_step`` itself may lie between
+    two, when a CFG branch is first computed on a reusing step), or to the end of the run
+    when its length is known (``num_steps`` None: unknown, so the whole interval is assumed).
     """
-    stop = full_step + interval
+    stop = (full_step // interval + 1) * interval
     if num_steps is not None:
         stop = min(stop, num_steps)
     return range(full_step + 1, stop)

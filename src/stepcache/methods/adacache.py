@@ -77,14 +77,14 @@ class AdaCache(CacheMethod):
         super().__init__(config, adapter, clock)
         blocks = adapter.blocks()
         self.block_range = config.blocks or (0, len(blocks))
-        self.skip = ResidualSkip(adapter, blocks, [self.block_range], self._decide)
+        self.skip = ResidualSkip(adapter, blocks, [self.block_range], self._decide, clock)
         self._reset_schedule()
 
     def install(self, hooks) -> None:
         self.skip.install(hooks)
 
     def _decide(self, args, kwargs):
-        return 0 if self._reuse_now else None
+        return 0 if self._skip_call else None
 
     # -- runs -----------------------------------------------------------------------------
     def on_run_start(self, record) -> None:
@@ -95,6 +95,7 @@ class AdaCache(CacheMethod):
         self._step = -1
         self._next_full = 0
         self._reuse_now = False
+        self._skip_call = False  # the denoiser call in progress adds the cached residual
         self._rate: torch.Tensor | None = None  # largest rate measured at the current full step
         self.full_steps: list[int] = []
         # one per full step from the second on, but the last: a rate is read only when the next step needs it
@@ -115,8 +116,9 @@ class AdaCache(CacheMethod):
     def model_call(self, ctx, forward, args, kwargs):
         if ctx.step != self._step:
             self._begin_step(ctx.step)
-        self.skip.branch = ctx.branch
-        if self._reuse_now:
+        # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
+        self._skip_call = self._reuse_now and self.skip.has_delta(0, ctx.branch)
+        if self._skip_call:
             self.mark_cached()
             return forward(*args, **kwargs)
         previous = self.skip.deltas.get((0, ctx.branch))

@@ -26,9 +26,9 @@ class CacheConfig:
 class CacheMethod:
     """The live side of a config: installs hooks on one model and holds its caches.
 
-    The handle calls ``install`` once, ``on_run_start``/``on_run_end`` around every run,
-    and sets ``ctx`` before every denoiser call, so submodule hooks know the step and
-    the CFG branch they are in.
+    The handle calls ``install`` once, ``on_run_start``/``on_run_end`` around every run
+    and ``model_call`` with each denoiser call's context; hooks on submodules read the
+    context of the call in progress from ``clock.current``.
     """
 
     def __init__(self, config: CacheConfig, adapter: Adapter, clock: StepClock) -> None:
@@ -40,8 +40,6 @@ class CacheMethod:
         self.config = config
         self.adapter = adapter
         self.clock = clock
-        self.ctx: StepContext | None = None
-        self.pipe: Any = None  # the pipeline applied to, if any (e.g. to read do_classifier_free_guidance)
 
     def install(self, hooks: HookSet) -> None:
         raise NotImplementedError
@@ -66,8 +64,8 @@ class CacheMethod:
         return {}
 
     def mark_cached(self) -> None:
-        """Record that the current step reused cached work."""
-        self.clock.mark_cached(self.ctx.step)
+        """Record that the step of the call in progress reused cached work."""
+        self.clock.mark_cached(self.clock.current.step)
 
 
 def tensor_bytes(values: Iterable[Any]) -> int:

@@ -100,7 +100,7 @@ class DeltaDiT(CacheMethod):
                     f"{type(adapter.model).__name__} ({count} blocks), got {k}"
                 )
             ranges = [(count - k, count), (0, k)]  # early stage: back blocks; late stage: front blocks
-        self.skip = ResidualSkip(adapter, blocks, ranges, self._decide)
+        self.skip = ResidualSkip(adapter, blocks, ranges, self._decide, clock)
         self._boundary: int | None = None  # resolved per run; None in the fixed mode (one stage)
         self._skip_range: int | None = None  # range skipped in the current denoiser call
 
@@ -134,13 +134,9 @@ class DeltaDiT(CacheMethod):
 
     def model_call(self, ctx, forward, args, kwargs):
         skip = self.skip
-        skip.branch = ctx.branch
-        if ctx.step % self.config.interval:
+        # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
+        if ctx.step % self.config.interval and skip.has_delta(self._range_at(ctx.step), ctx.branch):
             self._skip_range = self._range_at(ctx.step)
-            if not skip.has_delta(self._skip_range, ctx.branch):
-                raise RuntimeError(
-                    f"Δ-DiT: step {ctx.step} reuses CFG branch {ctx.branch}, but no full step computed that branch"
-                )
             self.mark_cached()
             return forward(*args, **kwargs)
         self._skip_range = None

@@ -104,13 +104,10 @@ class FORA(CacheMethod):
 
     def model_call(self, ctx, forward, args, kwargs):
         interval = self.config.interval
-        if ctx.step % interval:
-            self._slot.reuse = self._caches.get(ctx.branch)
+        # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
+        if ctx.step % interval and ctx.branch in self._caches:
+            self._slot.reuse = self._caches[ctx.branch]
             self._slot.store = None
-            if self._slot.reuse is None:
-                raise RuntimeError(
-                    f"FORA: step {ctx.step} reuses CFG branch {ctx.branch}, but no full step computed that branch"
-                )
             self.mark_cached()
         else:
             self._slot.reuse = None

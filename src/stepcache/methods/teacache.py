@@ -96,7 +96,7 @@ class TeaCache(CacheMethod):
         blocks = adapter.blocks()
         self.polynomial = polynomial
         self.first_block = blocks[0]
-        self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self._decide)
+        self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self._decide, clock)
         # block 0 takes the norm output computed for the signal instead of computing it again
         self.signal_norm = OutputMemo(adapter.modulation_norm(self.first_block))
         self.previous_signal: torch.Tensor | None = None  # F_{i-1}, from branch 0
@@ -129,18 +129,17 @@ class TeaCache(CacheMethod):
         }
 
     def _decide(self, args: tuple, kwargs: dict) -> int | None:
-        ctx = self.ctx
-        self.skip.branch = ctx.branch
+        ctx = self.clock.current
         if ctx.branch == 0:
-            self.skipping = self._decide_step(args, kwargs)
-        if self.skipping:
+            self.skipping = self._decide_step(ctx, args, kwargs)
+        # a branch first seen on a skipped step (a guidance pass that runs only on some steps) runs in full
+        if self.skipping and self.skip.has_delta(0, ctx.branch):
             self.signal_norm.clear()  # block 0 will not run to take it
             self.mark_cached()
             return 0  # the one range: every block
         return None
 
-    def _decide_step(self, args: tuple, kwargs: dict) -> bool:
-        ctx = self.ctx
+    def _decide_step(self, ctx, args: tuple, kwargs: dict) -> bool:
         if ctx.num_steps is None:
             raise RuntimeError(
                 "TeaCache needs the run length to keep the last step full: pass scheduler= to "

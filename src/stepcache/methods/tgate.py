@@ -8,18 +8,23 @@ outputs; from the gate on they are reused and self-attention runs every step.
 With one cross-attention output shared by both CFG branches, the branches of a U-Net or
 PixArt model get identical inputs everywhere else, so their outputs are identical and
 only one is computed, as T-GATE's own pipelines do: under batched CFG the call runs on
-the first (unconditional) half of the batch and its output is duplicated; under split
-CFG the first call of a step runs and the second returns its output. In SDXL the
-pooled text embedding also enters through the time embedding, so the branches still
-differ there: T-GATE then feeds only the unconditional inputs (negative pooled
-embedding and time ids), and so does this method by running the first half.
+the unconditional segment of the batch and its output stands for both; under split CFG
+the first call of a step runs and the second returns its output. In SDXL the pooled
+text embedding also enters through the time embedding, so the branches still differ
+there: T-GATE then feeds only the unconditional inputs (negative pooled embedding and
+time ids), and so does this method.
+
+The segments of a batched call are read from the running pipeline (core/pipeline.py):
+[uncond; cond] under CFG, [uncond; cond; perturbed] under perturbed-attention guidance
+(PAG). PAG's perturbed segment keeps its own cross-attention from the gate step, and
+since PAG's attention processors split the batch into its segments, all segments keep
+running there (cond with uncond's inputs), so only the cross-attention is saved.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from diffusers.utils import BaseOutput
@@ -72,54 +77,21 @@ class TGate(CacheMethod):
                 "U-Nets have no text at all"
             )
         super().__init__(config, adapter, clock)
+        if config.cfg == "auto" and clock.pipeline_name is None:
+            raise ValueError("TGateConfig(cfg='auto') needs a pipeline to read CFG from; for a bare model "
+                             "pass cfg='batched', 'split' or 'none'")
         blocks = adapter.blocks()
         self._self_attn = [m for block in blocks for m in adapter.sublayers(block)[SELF_ATTN]]
         self._cross_attn = [m for block in blocks for m in adapter.sublayers(block).get(CROSS_ATTN, ())]
         self._slots = {SELF_ATTN: ReuseSlot(), CROSS_ATTN: ReuseSlot()}
-        self._pipeline_cfg: Callable[[], bool] | None = None
         self._clear_run()
         self._clear_tensors()
 
     # -- installation -------------------------------------------------------------------
     def install(self, hooks) -> None:
-        if self.config.cfg == "auto":
-            self._pipeline_cfg = self._cfg_reader(hooks)
         for role, modules in ((SELF_ATTN, self._self_attn), (CROSS_ATTN, self._cross_attn)):
             for index, module in enumerate(modules):
                 hooks.wrap(module, self._slots[role].hook(index))
-
-    def _cfg_reader(self, hooks) -> Callable[[], bool]:
-        """How to learn, at each run start, whether the pipeline runs classifier-free guidance."""
-        pipe = self.pipe
-        if pipe is None:
-            raise ValueError("TGateConfig(cfg='auto') needs a pipeline to read CFG from; for a bare model "
-                             "pass cfg='batched', 'split' or 'none'")
-        if isinstance(getattr(type(pipe), "do_classifier_free_guidance", None), property):
-            return lambda: bool(pipe.do_classifier_free_guidance)
-        encode = getattr(pipe, "encode_prompt", None)
-        if encode is not None and "do_classifier_free_guidance" in inspect.signature(encode).parameters:
-            # PixArt pipelines keep the flag in a local variable and hand it to encode_prompt
-            return self._capture_encode_prompt_cfg(hooks, inspect.signature(encode))
-        raise ValueError(f"cannot tell whether {type(pipe).__name__} runs classifier-free guidance; "
-                         "pass TGateConfig(cfg='batched', 'split' or 'none')")
-
-    def _capture_encode_prompt_cfg(self, hooks, signature) -> Callable[[], bool]:
-        seen: dict[str, bool] = {}
-
-        def encode_prompt(original, *args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            seen["cfg"] = bool(bound.arguments["do_classifier_free_guidance"])
-            return original(*args, **kwargs)
-
-        def read() -> bool:
-            if "cfg" not in seen:
-                raise RuntimeError("the pipeline ran its denoiser without encode_prompt, so T-GATE cannot tell "
-                                   "whether it uses CFG; pass TGateConfig(cfg=...)")
-            return seen["cfg"]
-
-        hooks.wrap_method(self.pipe, "encode_prompt", encode_prompt)
-        return read
 
     # -- runs -----------------------------------------------------------------------------
     def on_run_start(self, record) -> None:
@@ -135,11 +107,26 @@ class TGate(CacheMethod):
         self._gate = gate
         self._self_reuse = frozenset(tgate_self_attn_reuse_steps(
             record.num_steps, gate, self.config.self_attn_interval, self.config.self_attn_warmup))
-        self._cfg_on = self._pipeline_cfg() if self._pipeline_cfg else self.config.cfg != "none"
+        self._segments = self._run_segments(record.segments)
+        self._cfg_on = "uncond" in self._segments
+
+    def _run_segments(self, read: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The guidance roles of a batched call this run: read from the pipeline, or named by ``cfg``."""
+        cfg = self.config.cfg
+        if read is None:
+            if cfg == "auto":
+                raise ValueError(f"cannot tell whether {self.clock.pipeline_name} runs classifier-free guidance; "
+                                 "pass TGateConfig(cfg='batched', 'split' or 'none')")
+            return ("cond",) if cfg == "none" else ("uncond", "cond")
+        if cfg != "auto" and (cfg == "none") == ("uncond" in read):
+            raise ValueError(f"TGateConfig(cfg={cfg!r}), but this {self.clock.pipeline_name} call "
+                             f"{'runs' if 'uncond' in read else 'does not run'} classifier-free guidance")
+        return read
 
     def _clear_run(self) -> None:
         self._gate: int | None = None
         self._self_reuse: frozenset[int] = frozenset()
+        self._segments: tuple[str, ...] = ()  # guidance roles stacked in a batched call, in batch order
         self._cfg_on = False
         self._mode: str | None = None  # "batched", "split" or "none", known once the gate is reached
 
@@ -198,50 +185,82 @@ class TGate(CacheMethod):
         self._slots[CROSS_ATTN].reuse, self._slots[CROSS_ATTN].store = self._cross_mean, None
         if self._mode == "batched":
             batch = self.adapter.sample_and_timestep(args, kwargs)[0].shape[0]
-            half = _first_half(args, batch), _first_half(kwargs, batch)
-            return _map_tensors(forward(*half[0], **half[1]), lambda t: torch.cat([t, t]))
+            rows, out_rows = self._rows(batch)
+            picked = _take_rows(args, batch, rows), _take_rows(kwargs, batch, rows)
+            return _map_tensors(forward(*picked[0], **picked[1]), lambda t: t[out_rows])
         output = forward(*args, **kwargs)
         if self._mode == "split":
             self._first_branch_output = output
         return output
 
+    def _sources(self) -> list[int]:
+        """Per segment of a batched call, the segment whose inputs it takes after the gate: cond takes
+        uncond's (they then get the same cross-attention, so the same output); others keep their own."""
+        uncond = self._segments.index("uncond")
+        return [uncond if role in ("uncond", "cond") else i for i, role in enumerate(self._segments)]
+
+    def _run_segments_after_gate(self) -> list[int]:
+        sources = self._sources()
+        if "perturbed" in self._segments:
+            # PAG's attention processors split the batch into its segments: every segment must stay
+            return sources
+        return sorted(set(sources))
+
+    def _rows(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input rows of the call after the gate, rows of its output that make the full batch's output)."""
+        per = batch // len(self._segments)
+        run = self._run_segments_after_gate()
+        positions = list(range(len(run))) if len(run) == len(self._segments) else \
+            [run.index(source) for source in self._sources()]
+        return _segment_rows(run, per), _segment_rows(positions, per)
+
     def _close_gate(self) -> None:
         """At the first call after the gate: settle the CFG mode and average the gate's cross-attention."""
         branches = len(self._cross_at_gate)
         mode = ("split" if branches == 2 else "batched") if self._cfg_on else "none"
-        if self.config.cfg not in ("auto", mode) or (mode == "none" and branches != 1):
+        if self.config.cfg not in ("auto", mode) or (mode == "none" and branches != 1) or branches > 2:
             raise RuntimeError(f"TGateConfig(cfg={self.config.cfg!r}) but the denoiser was called {branches} "
                                f"time(s) per step{' under CFG' if self._cfg_on else ''}; set cfg to match the loop")
+        if mode == "split" and len(self._segments) > 2:
+            raise RuntimeError(f"T-GATE cannot gate split CFG calls whose batches stack {self._segments}")
         outputs = self._cross_at_gate
         if mode == "split":
             self._cross_mean = [(u + c) / 2 for u, c in zip(outputs[0], outputs[1])]
         elif mode == "batched":
-            # diffusers pipelines stack the batch as [uncond; cond]
-            self._cross_mean = [_mean_of_halves(o) for o in outputs[0]]
+            self._cross_mean = [self._gate_rows(o) for o in outputs[0]]
         else:
             self._cross_mean = outputs[0]
         self._mode = mode
         self._cross_at_gate = {}
         self._self_cache = {}
 
+    def _gate_rows(self, output: torch.Tensor) -> torch.Tensor:
+        """One cross-attention output at the gate -> what the calls after it reuse: the CFG mean for the
+        uncond/cond segment, its own for any other (PAG's perturbed), for the segments still computed."""
+        if output.shape[0] % len(self._segments):
+            raise RuntimeError(f"a batched call must stack {len(self._segments)} equal segments "
+                               f"{self._segments}, but its batch is {output.shape[0]}")
+        chunks = output.chunk(len(self._segments))
+        uncond, cond = self._segments.index("uncond"), self._segments.index("cond")
+        mean = (chunks[uncond] + chunks[cond]) / 2
+        sources = self._sources()
+        return torch.cat([mean if sources[s] == uncond else chunks[s] for s in self._run_segments_after_gate()])
 
-def _mean_of_halves(output: torch.Tensor) -> torch.Tensor:
-    uncond, cond = output.chunk(2)
-    return (uncond + cond) / 2
+
+def _segment_rows(segments: list[int], per: int) -> torch.Tensor:
+    return torch.cat([torch.arange(s * per, (s + 1) * per) for s in segments])
 
 
-def _first_half(value, batch: int):
-    """The unconditional half of a batched-CFG input: every per-sample tensor (leading dim = batch) halved."""
+def _take_rows(value, batch: int, rows: torch.Tensor):
+    """``value`` with every per-sample tensor (leading dim = batch) reduced to ``rows``."""
     if isinstance(value, torch.Tensor):
         if value.ndim and value.shape[0] == batch:
-            if batch % 2:
-                raise RuntimeError(f"batched CFG needs an even batch ([uncond; cond]), got {batch}")
-            return value[: batch // 2]
+            return value[rows.to(value.device)]
         return value
     if isinstance(value, dict):
-        return {key: _first_half(item, batch) for key, item in value.items()}
+        return {key: _take_rows(item, batch, rows) for key, item in value.items()}
     if isinstance(value, (tuple, list)):
-        return type(value)(_first_half(item, batch) for item in value)
+        return type(value)(_take_rows(item, batch, rows) for item in value)
     return value
 
 
