@@ -47,3 +47,27 @@ def test_removing_under_a_foreign_wrapper_is_an_error():
     layer.forward = lambda x: x
     with pytest.raises(RuntimeError, match="replaced after stepcache wrapped it"):
         hooks.remove()
+
+
+class Greeter:
+    def __call__(self, name):
+        return f"hello {name}"
+
+
+def test_wrap_call_wraps_calls_of_that_object_only_and_remove_restores_its_class():
+    greeter, other = Greeter(), Greeter()
+    hooks = HookSet()
+    hooks.wrap_call(greeter, lambda original, *a, **k: original(*a, **k).upper())
+    assert greeter("x") == "HELLO X" and other("x") == "hello x"
+    assert isinstance(greeter, Greeter) and type(greeter).__name__ == "Greeter"
+    hooks.remove()
+    assert type(greeter) is Greeter and greeter("x") == "hello x" and "__class__" not in greeter.__dict__
+
+
+def test_removing_a_call_wrapper_under_a_foreign_class_change_is_an_error():
+    greeter = Greeter()
+    hooks = HookSet()
+    hooks.wrap_call(greeter, lambda original, *a, **k: original(*a, **k))
+    greeter.__class__ = type("Other", (Greeter,), {})
+    with pytest.raises(RuntimeError, match="replaced after stepcache wrapped it"):
+        hooks.remove()
