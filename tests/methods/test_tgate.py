@@ -140,6 +140,23 @@ def test_mismatched_cfg_setting_is_an_error():
             tiny.denoise(model, "unet", scheduler, steps=STEPS, cfg="split")
 
 
+def test_a_layout_it_cannot_gate_is_refused_in_the_first_step():
+    model, scheduler = tiny.unet_condition(), tiny.ddim()
+    calls = []
+    model.conv_in.register_forward_pre_hook(lambda m, args: calls.append(1))
+    inputs = tiny.model_inputs("unet", model, batch=1)
+    with stepcache.cached(model, stepcache.TGateConfig(gate_step=2, cfg="split"), scheduler=scheduler):
+        scheduler.set_timesteps(STEPS)
+        with torch.no_grad(), pytest.raises(RuntimeError, match="called 3 times in step 0"):
+            for _ in range(3):  # three guidance passes in one step
+                model(**inputs)
+    assert len(calls) == 2  # refused before running the third
+    with stepcache.cached(model, stepcache.TGateConfig(gate_step=2, cfg="batched"), scheduler=scheduler):
+        scheduler.set_timesteps(STEPS)
+        with torch.no_grad(), pytest.raises(RuntimeError, match=r"stack 2 equal segments \('uncond', 'cond'\)"):
+            model(**tiny.model_inputs("unet", model, batch=3))
+
+
 @pytest.mark.parametrize("family", ["sd3", "flux", "unet2d"])
 def test_models_without_separate_cross_attention_are_refused(family):
     with pytest.raises(stepcache.UnsupportedModelError, match="has none"):

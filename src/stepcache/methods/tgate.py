@@ -157,6 +157,8 @@ class TGate(CacheMethod):
 
     # -- denoiser calls -------------------------------------------------------------------
     def model_call(self, ctx, forward, args, kwargs):
+        if ctx.step == 0:
+            self._check_layout(ctx, args, kwargs)
         if ctx.step >= self._gate:
             return self._after_gate(ctx, forward, args, kwargs)
         branch = ctx.branch
@@ -173,6 +175,20 @@ class TGate(CacheMethod):
         cross_slot.store = self._cross_at_gate.setdefault(branch, [None] * len(self._cross_attn)) \
             if ctx.step == self._gate - 1 else None
         return forward(*args, **kwargs)
+
+    def _check_layout(self, ctx, args, kwargs) -> None:
+        """Refuse, in the run's first step (before anything is cached), a call layout T-GATE cannot gate."""
+        cfg = self.config.cfg
+        split_possible = self._cfg_on and "perturbed" not in self._segments and cfg in ("auto", "split")
+        calls = 2 if split_possible else 1
+        if ctx.branch >= calls:
+            raise RuntimeError(
+                f"TGateConfig(cfg={cfg!r}) gates {calls} denoiser call(s) per step stacking {self._segments}, but "
+                f"the denoiser was called {ctx.branch + 1} times in step 0; set cfg to match the loop")
+        batch = self.adapter.sample_and_timestep(args, kwargs)[0].shape[0]
+        if ctx.branch == 0 and not split_possible and batch % len(self._segments):
+            raise RuntimeError(f"T-GATE expects each call to stack {len(self._segments)} equal segments "
+                               f"{self._segments}, but the batch is {batch}")
 
     def _after_gate(self, ctx, forward, args, kwargs):
         if self._cross_mean is None:
