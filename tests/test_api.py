@@ -97,4 +97,5 @@ def test_stats_is_a_plain_dict_of_the_last_run():
         "method": "probe", "family": "dit", "runs": 1, "num_steps": 3, "steps": 3, "calls": 3,
         "full_steps": 3, "cached_steps": 0, "full_step_indices": [0, 1, 2], "cached_step_indices": [],
         "cache_bytes": 0,
+        "peak_cache_bytes": 0,
     }

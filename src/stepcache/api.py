@@ -86,17 +86,22 @@ class CacheHandle:
             self._hooks.remove()
             raise
         self._removed = False
+        self._peak_bytes = 0
         _ACTIVE[model] = self
 
     def _denoiser_call(self, forward, *args, **kwargs):
         sample, timestep = self.adapter.sample_and_timestep(args, kwargs)
         ctx = self.clock.on_call(sample, timestep)
         try:
-            return self.method.model_call(ctx, forward, args, kwargs)
+            output = self.method.model_call(ctx, forward, args, kwargs)
         finally:
             self.clock.end_call()
+        # caches are freed when a run ends, so their size is taken while it runs
+        self._peak_bytes = max(self._peak_bytes, tensor_bytes(self.method.cache_tensors()))
+        return output
 
     def _run_started(self, record: RunRecord) -> None:
+        self._peak_bytes = 0
         self.method.on_run_start(record)
 
     def _run_ended(self) -> None:
@@ -123,6 +128,7 @@ class CacheHandle:
             "full_step_indices": full,
             "cached_step_indices": cached_steps,
             "cache_bytes": tensor_bytes(self.method.cache_tensors()),
+            "peak_cache_bytes": self._peak_bytes,  # the most the caches held after a denoiser call of the run
         }
         stats.update(self.method.extra_stats())
         return stats

@@ -155,13 +155,15 @@ def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None,
 def describe(config: CacheConfig | None) -> str:
     """Label with every field that is set, e.g. ``fora interval=3``: a table row must say exactly what ran.
 
-    Fields left at None (meaning "the method's automatic choice") are omitted and file paths
-    shortened to their names, for brevity; records keep the exact config next to the label.
+    Fields left at None (meaning "the method's automatic choice") and the options every method
+    shares (warmup, cooldown, order) left at their defaults are omitted, and file paths shortened
+    to their names, for brevity; records keep the exact config next to the label.
     """
     if config is None:
         return "uncached"
-    values = {name: getattr(config, name) for name in field_names(type(config))}
-    return " ".join([config.method, *(f"{k}={_short(v)}" for k, v in values.items() if v is not None)])
+    shown = [f for f in dataclasses.fields(config)
+             if f.init and getattr(config, f.name) is not None and not (f.kw_only and getattr(config, f.name) == f.default)]
+    return " ".join([config.method, *(f"{f.name}={_short(getattr(config, f.name))}" for f in shown)])
 
 
 def _short(value: Any) -> Any:

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from .forecast import Forecast
+
 BlockRange = tuple[int, int]  # [start, end) block indices
 # decide(block_args, block_kwargs) -> index into ranges to skip this call, or None to run every block;
 # only a range whose residual this call's branch has (``has_delta``) may be skipped
@@ -27,7 +29,7 @@ class ResidualSkip:
     """Hooks over ``blocks`` that skip one of ``ranges`` per call, as ``decide`` says."""
 
     def __init__(self, adapter, blocks: Sequence[nn.Module], ranges: Sequence[BlockRange], decide: Decider,
-                 clock):
+                 clock, deltas: Forecast | None = None):
         for start, end in ranges:
             if not 0 <= start < end <= len(blocks):
                 raise ValueError(f"block range [{start}, {end}) is not inside the model's {len(blocks)} blocks")
@@ -36,7 +38,8 @@ class ResidualSkip:
         self.ranges = [tuple(r) for r in ranges]
         self.decide = decide
         self.clock = clock  # its ``current`` call says which CFG branch's residuals to use
-        self.deltas: dict[tuple[int, int], tuple] = {}  # (range index, branch) -> residual tensors
+        # (range index, branch) -> residual tensors at the last full steps; a skip adds their forecast
+        self.deltas = deltas if deltas is not None else Forecast(0)
         self._first = min(start for start, _ in self.ranges)
         self._skip: int | None = None  # range being skipped in the current call
         self._call = None  # the denoiser call (its StepContext) the current decision belongs to
@@ -78,7 +81,7 @@ class ResidualSkip:
             if skip is not None and starts[skip] <= index < ends[skip]:
                 if index == starts[skip]:
                     fresh = adapter.block_state(block, args, kwargs)
-                    delta = self.deltas[(skip, self._branch)]
+                    delta = self.deltas.get((skip, self._branch), call.step)
                     self._skip_state = tuple(_add(h, d) for h, d in zip(fresh, delta))
                 return adapter.make_output(block, self._skip_state)
             if skip is None:
@@ -90,9 +93,9 @@ class ResidualSkip:
                 for r, end in ends.items():
                     if end - 1 == index and r in self._inputs:
                         out_state = adapter.output_state(block, output)
-                        self.deltas[(r, self._branch)] = tuple(
+                        self.deltas.put((r, self._branch), call.step, tuple(
                             _sub(o, i) for o, i in zip(out_state, self._inputs.pop(r))
-                        )
+                        ))
             return output
 
         return forward

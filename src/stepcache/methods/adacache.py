@@ -27,7 +27,7 @@ from ..core import validate
 from ..core.residual import ResidualSkip
 from ..core.schedules import adacache_reuse_length
 from . import register
-from .base import CacheConfig, CacheMethod
+from .base import CacheMethod, ReuseConfig
 
 # rate of change (relative L1 per step) below threshold -> steps the residual serves; the paper's
 # 100-step codebook scaled to 20-50-step runs
@@ -36,7 +36,7 @@ DEFAULT_CODEBOOK = ((0.03, 4), (0.05, 3), (0.08, 2))
 
 @register
 @dataclass(frozen=True)
-class AdaCacheConfig(CacheConfig):
+class AdaCacheConfig(ReuseConfig):
     """AdaCache: content-adaptive residual caching; each run's schedule follows how fast the residual changes."""
 
     method: ClassVar[str] = "adacache"
@@ -48,6 +48,7 @@ class AdaCacheConfig(CacheConfig):
     blocks: tuple[int, int] | None = None  # [start, end) block range cached; None = the whole stack
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         name = type(self).__name__
         if not isinstance(self.codebook, tuple) or not self.codebook:
             raise ValueError(f"{name}.codebook must be a non-empty tuple of (threshold, length) pairs, "
@@ -77,7 +78,7 @@ class AdaCache(CacheMethod):
         super().__init__(config, adapter, clock)
         blocks = adapter.blocks()
         self.block_range = config.blocks or (0, len(blocks))
-        self.skip = ResidualSkip(adapter, blocks, [self.block_range], self._decide, clock)
+        self.skip = ResidualSkip(adapter, blocks, [self.block_range], self._decide, clock, self.new_forecast())
         self._reset_schedule()
 
     def install(self, hooks) -> None:
@@ -107,7 +108,7 @@ class AdaCache(CacheMethod):
         self._rate = None
 
     def cache_tensors(self):
-        return tuple(self.skip.deltas.values())
+        return self.skip.deltas.tensors()
 
     def extra_stats(self) -> dict:
         return {"block_range": self.block_range, "rates": list(self.rates), "reuse_lengths": list(self.reuse_lengths)}
@@ -115,25 +116,25 @@ class AdaCache(CacheMethod):
     # -- denoiser calls -------------------------------------------------------------------
     def model_call(self, ctx, forward, args, kwargs):
         if ctx.step != self._step:
-            self._begin_step(ctx.step)
+            self._begin_step(ctx.step, ctx.num_steps)
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
         self._skip_call = self._reuse_now and self.skip.has_delta(0, ctx.branch)
         if self._skip_call:
             self.mark_cached()
             return forward(*args, **kwargs)
-        previous = self.skip.deltas.get((0, ctx.branch))
+        previous = self.skip.deltas.latest((0, ctx.branch))
         output = forward(*args, **kwargs)
         if previous is not None:
             gap = self.full_steps[-1] - self.full_steps[-2]
-            rate = _relative_l1_rate(self.skip.deltas[(0, ctx.branch)][0], previous[0], gap)
+            rate = _relative_l1_rate(self.skip.deltas.latest((0, ctx.branch))[0], previous[0], gap)
             self._rate = rate if self._rate is None else torch.maximum(self._rate, rate)
         return output
 
-    def _begin_step(self, step: int) -> None:
+    def _begin_step(self, step: int, num_steps: int | None) -> None:
         if self.full_steps and self.full_steps[-1] == self._step:
             self._schedule_next_full()
         self._step = step
-        self._reuse_now = step < self._next_full
+        self._reuse_now = step < self._next_full and not self.must_run_full(step, num_steps)
         if not self._reuse_now:
             self.full_steps.append(step)
 

@@ -2,25 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 import torch
 
 from ..adapters import Adapter, UnsupportedModelError
+from ..core.forecast import Forecast
 from ..core.hooks import HookSet
+from ..core.validate import check_int
 from ..core.state import RunRecord, StepClock, StepContext
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """Base of every method's config. Subclasses validate their fields in ``__post_init__``."""
+    """Base of every method's config. Subclasses validate their fields in ``__post_init__`` (calling super's).
+
+    warmup: the first K steps of every run always run in full.
+    cooldown: the last L steps of every run always run in full.
+    """
 
     method: ClassVar[str] = ""  # the name users and the CLI know the method by
     families: ClassVar[tuple[str, ...]] = ()  # model families the method works on
 
+    # keyword-only, so each method's own fields keep their positions (FORAConfig(2))
+    warmup: int = field(default=0, kw_only=True)
+    cooldown: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        check_int(type(self).__name__, "warmup", self.warmup, 0)
+        check_int(type(self).__name__, "cooldown", self.cooldown, 0)
+
     def build(self, adapter: Adapter, clock: StepClock) -> "CacheMethod":
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ReuseConfig(CacheConfig):
+    """A method that reuses tensors across steps, and can forecast them (core/forecast.py).
+
+    order: 0 reuses the value of the last full step as it is; 1 and 2 extrapolate from the
+        last 2 or 3 full steps (a line, a parabola in the step index), keeping that many
+        values per cached tensor.
+    """
+
+    order: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int(type(self).__name__, "order", self.order, 0, 3)
 
 
 class CacheMethod:
@@ -50,6 +80,18 @@ class CacheMethod:
 
     def on_run_start(self, record: RunRecord) -> None:
         self.clear()
+        if self.config.cooldown and record.num_steps is None:
+            raise RuntimeError(f"{type(self.config).__name__}.cooldown needs the run's length: pass scheduler= to "
+                               "stepcache.apply() or call handle.start_run(num_steps) before the loop")
+
+    def must_run_full(self, step: int, num_steps: int | None) -> bool:
+        """Warm-up and cool-down steps run in full, whatever the method's schedule says."""
+        config = self.config
+        return step < config.warmup or (num_steps is not None and step >= num_steps - config.cooldown)
+
+    def new_forecast(self) -> Forecast:
+        """Where the method keeps what it reuses: forecast at the config's order (0 for plain reuse)."""
+        return Forecast(getattr(self.config, "order", 0))
 
     def on_run_end(self) -> None:
         self.clear()

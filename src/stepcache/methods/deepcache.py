@@ -24,7 +24,7 @@ import torch
 from ..core.schedules import is_uniform_full_step, nonuniform_full_steps, resolve_step, uniform_full_steps
 from ..core.validate import check_choice, check_float, check_int, check_step
 from . import register
-from .base import CacheConfig, CacheMethod
+from .base import CacheMethod, ReuseConfig
 
 SCHEDULES = ("uniform", "non-uniform")
 
@@ -34,7 +34,7 @@ _OUTSIDE, _FULL, _CACHED = 0, 1, 2
 
 @register
 @dataclass(frozen=True)
-class DeepCacheConfig(CacheConfig):
+class DeepCacheConfig(ReuseConfig):
     """DeepCache: 1 in N steps runs the whole U-Net, the others only the shallow path above skip level `branch`."""
 
     method: ClassVar[str] = "deepcache"
@@ -47,6 +47,7 @@ class DeepCacheConfig(CacheConfig):
     power: float = 1.4  # non-uniform only: > 1; larger bunches full steps closer to `center`
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         owner = type(self).__name__
         check_int(owner, "interval", self.interval, 1)
         check_int(owner, "branch", self.branch, 0)
@@ -72,10 +73,9 @@ class DeepCache(CacheMethod):
                 f"{type(config).__name__}.branch must be an integer in [0, {deepest}] for this U-Net "
                 f"({levels} skip levels{'' if has_mid else ', no mid block'}), got {config.branch}"
             )
-        self._features: dict[int, Any] = {}  # CFG branch -> deep feature of its last full step
+        self._features = self.new_forecast()  # CFG branch -> deep feature of its last full steps
         self._placeholders: dict[int, Any] = {}  # stand-in slot -> zero-cost output of the same structure
         self._mode = _OUTSIDE
-        self._branch = 0
         self._is_full: Callable[[int], bool] | None = None  # set at the first call of a run
         self._planned: list[int] | None = None
 
@@ -103,11 +103,12 @@ class DeepCache(CacheMethod):
         return output
 
     def _feature_source(self, forward, *args, **kwargs):
+        call = self.clock.current
         if self._mode == _CACHED:
-            return self._features[self._branch]
+            return self._features.get(call.branch, call.step)
         output = forward(*args, **kwargs)
         if self._mode == _FULL:
-            self._features[self._branch] = output
+            self._features.put(call.branch, call.step, output)
         return output
 
     # -- steps ----------------------------------------------------------------------------
@@ -115,11 +116,11 @@ class DeepCache(CacheMethod):
         if self._is_full is None:
             self._is_full = self._plan(ctx.num_steps)
         # a branch that has no feature yet (first step) must compute one
-        cached = ctx.branch in self._features and not self._is_full(ctx.step)
+        cached = ctx.branch in self._features and not self._is_full(ctx.step) \
+            and not self.must_run_full(ctx.step, ctx.num_steps)
         if cached:
             self.mark_cached()
         self._mode = _CACHED if cached else _FULL
-        self._branch = ctx.branch
         try:
             return forward(*args, **kwargs)
         finally:
@@ -149,7 +150,7 @@ class DeepCache(CacheMethod):
         self._placeholders.clear()
 
     def cache_tensors(self):
-        return self._features.values()
+        return self._features.tensors()
 
     def extra_stats(self) -> dict:
         config = self.config

@@ -22,7 +22,7 @@ from ..core import validate
 from ..core.residual import ResidualSkip
 from ..core.schedules import check_interval, is_before_boundary, resolve_step, reuse_steps
 from . import register
-from .base import CacheConfig, CacheMethod
+from .base import CacheMethod, ReuseConfig
 
 DEFAULT_NUM_BLOCKS = 4
 DEFAULT_BOUNDARY = 0.5
@@ -30,7 +30,7 @@ DEFAULT_BOUNDARY = 0.5
 
 @register
 @dataclass(frozen=True)
-class DeltaDiTConfig(CacheConfig):
+class DeltaDiTConfig(ReuseConfig):
     """Δ-DiT: skip k blocks by adding their cached offset; back blocks early, front blocks late.
 
     interval: N >= 1; full steps are i % N == 0, and N must fit the run (1..T-1, or 1).
@@ -49,6 +49,7 @@ class DeltaDiTConfig(CacheConfig):
     blocks: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         validate.check_int("DeltaDiTConfig", "interval", self.interval, 1)
         if self.num_blocks is not None:
             validate.check_int("DeltaDiTConfig", "num_blocks", self.num_blocks, 1)
@@ -100,7 +101,7 @@ class DeltaDiT(CacheMethod):
                     f"{type(adapter.model).__name__} ({count} blocks), got {k}"
                 )
             ranges = [(count - k, count), (0, k)]  # early stage: back blocks; late stage: front blocks
-        self.skip = ResidualSkip(adapter, blocks, ranges, self._decide, clock)
+        self.skip = ResidualSkip(adapter, blocks, ranges, self._decide, clock, self.new_forecast())
         self._boundary: int | None = None  # resolved per run; None in the fixed mode (one stage)
         self._skip_range: int | None = None  # range skipped in the current denoiser call
 
@@ -135,16 +136,23 @@ class DeltaDiT(CacheMethod):
     def model_call(self, ctx, forward, args, kwargs):
         skip = self.skip
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
-        if ctx.step % self.config.interval and skip.has_delta(self._range_at(ctx.step), ctx.branch):
+        if ctx.step % self.config.interval and skip.has_delta(self._range_at(ctx.step), ctx.branch) \
+                and not self.must_run_full(ctx.step, ctx.num_steps):
             self._skip_range = self._range_at(ctx.step)
             self.mark_cached()
             return forward(*args, **kwargs)
         self._skip_range = None
         output = forward(*args, **kwargs)
-        needed = {self._range_at(step) for step in reuse_steps(ctx.step, self.config.interval, ctx.num_steps)}
+        if self.config.order:
+            # a forecast keeps the offsets of every full step, as the nodes of its polynomial, while a later
+            # step may still skip their range
+            later = range(ctx.step + 1, ctx.num_steps) if ctx.num_steps is not None else ()
+        else:
+            later = reuse_steps(ctx.step, self.config.interval, ctx.num_steps)
+        needed = {self._range_at(step) for step in later if not self.must_run_full(step, ctx.num_steps)}
         for index in range(len(skip.ranges)):
             if index not in needed:
-                skip.deltas.pop((index, ctx.branch), None)  # no step before the next full one skips it
+                skip.deltas.pop((index, ctx.branch))  # no step before the next full one skips it
         return output
 
     def clear(self) -> None:
@@ -152,7 +160,7 @@ class DeltaDiT(CacheMethod):
         self._skip_range = None
 
     def cache_tensors(self):
-        return list(self.skip.deltas.values())
+        return self.skip.deltas.tensors()
 
     def extra_stats(self) -> dict:
         stages = ("early", "late") if len(self.skip.ranges) == 2 else ("all",)

@@ -19,15 +19,16 @@ from typing import ClassVar
 
 from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES, adaln
 from ..core import validate
+from ..core.forecast import Forecast, ForecastView
 from ..core.reuse import ReuseSlot
 from ..core.schedules import check_interval, reuse_steps
 from . import register
-from .base import CacheConfig, CacheMethod
+from .base import CacheMethod, ReuseConfig
 
 
 @register
 @dataclass(frozen=True)
-class FORAConfig(CacheConfig):
+class FORAConfig(ReuseConfig):
     """FORA: reuse each block's attention/MLP outputs on the N-1 steps after every full step.
 
     interval: N >= 1; full steps are i % N == 0, and N must fit the run (1..T-1, or 1).
@@ -43,6 +44,7 @@ class FORAConfig(CacheConfig):
     sublayers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         validate.check_int("FORAConfig", "interval", self.interval, 1)
         if self.sublayers is not None:
             roles = self.sublayers
@@ -77,7 +79,7 @@ class FORA(CacheMethod):
                         for m in ms]
         self.modulations = [m for block in blocks if set(adapter.sublayers(block)) <= set(roles)
                             for m in adapter.gate_modulations(block)]
-        self._caches: dict[int, dict[int, object]] = {}  # branch -> module index -> output
+        self._caches: dict[int, Forecast] = {}  # branch -> module index -> its outputs at the last full steps
         self._slot = ReuseSlot()  # set once per denoiser call, read by every sublayer hook
 
     def install(self, hooks) -> None:
@@ -105,14 +107,19 @@ class FORA(CacheMethod):
     def model_call(self, ctx, forward, args, kwargs):
         interval = self.config.interval
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
-        if ctx.step % interval and ctx.branch in self._caches:
-            self._slot.reuse = self._caches[ctx.branch]
+        if ctx.step % interval and ctx.branch in self._caches and not self.must_run_full(ctx.step, ctx.num_steps):
+            self._slot.reuse = ForecastView(self._caches[ctx.branch], ctx.step)
             self._slot.store = None
             self.mark_cached()
         else:
             self._slot.reuse = None
-            if reuse_steps(ctx.step, interval, ctx.num_steps):
-                self._slot.store = self._caches.setdefault(ctx.branch, {})
+            # plain reuse keeps a full step's outputs only if a step before the next full one reuses them;
+            # a forecast keeps every full step's, as the nodes of its polynomial
+            if self.config.order or any(not self.must_run_full(s, ctx.num_steps)
+                                        for s in reuse_steps(ctx.step, interval, ctx.num_steps)):
+                if ctx.branch not in self._caches:
+                    self._caches[ctx.branch] = self.new_forecast()
+                self._slot.store = ForecastView(self._caches[ctx.branch], ctx.step)
             else:
                 self._slot.store = None
                 self._caches.pop(ctx.branch, None)  # nothing after this step reuses it
@@ -123,7 +130,7 @@ class FORA(CacheMethod):
         self._slot.reset()
 
     def cache_tensors(self):
-        return [output for cache in self._caches.values() for output in cache.values()]
+        return [cache.tensors() for cache in self._caches.values()]
 
     def extra_stats(self) -> dict:
         return {

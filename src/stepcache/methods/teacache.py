@@ -32,14 +32,14 @@ from ..core.residual import ResidualSkip
 from ..core.schedules import teacache_step
 from ..core.validate import check_float
 from . import register
-from .base import CacheConfig, CacheMethod
+from .base import CacheMethod, ReuseConfig
 
 IDENTITY = (1.0, 0.0)  # the rescale used without calibration: estimated output change = input change
 
 
 @register
 @dataclass(frozen=True)
-class TeaCacheConfig(CacheConfig):
+class TeaCacheConfig(ReuseConfig):
     """TeaCache: skip all blocks while the rescaled change of block 0's modulated input stays small.
 
     threshold: δ, the accumulated estimated output change under which steps are skipped
@@ -56,6 +56,7 @@ class TeaCacheConfig(CacheConfig):
     coefficients: Sequence[float] | str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_float("TeaCacheConfig", "threshold", self.threshold, 0.0)
         calibration = None
         if isinstance(self.coefficients, (str, os.PathLike)):
@@ -96,7 +97,7 @@ class TeaCache(CacheMethod):
         blocks = adapter.blocks()
         self.polynomial = polynomial
         self.first_block = blocks[0]
-        self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self._decide, clock)
+        self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self._decide, clock, self.new_forecast())
         # block 0 takes the norm output computed for the signal instead of computing it again
         self.signal_norm = OutputMemo(adapter.modulation_norm(self.first_block))
         self.previous_signal: torch.Tensor | None = None  # F_{i-1}, from branch 0
@@ -119,7 +120,7 @@ class TeaCache(CacheMethod):
         self.previous_signal = None
 
     def cache_tensors(self):
-        return [*self.skip.deltas.values(), self.previous_signal]
+        return [self.skip.deltas.tensors(), self.previous_signal]
 
     def extra_stats(self) -> dict:
         return {
@@ -150,6 +151,7 @@ class TeaCache(CacheMethod):
         previous, self.previous_signal = self.previous_signal, signal
         distance = 0.0 if previous is None else rescale(self.polynomial, relative_l1(signal, previous))
         skip, total = teacache_step(self.accumulated, distance, self.config.threshold, ctx.step, ctx.num_steps)
+        skip = skip and not self.must_run_full(ctx.step, ctx.num_steps)
         self.accumulated = total if skip else 0.0
         self.trace.append(total)
         return skip

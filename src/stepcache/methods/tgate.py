@@ -54,6 +54,7 @@ class TGateConfig(CacheConfig):
     cfg: str = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         name = type(self).__name__
         validate.check_step(name, "gate_step", self.gate_step)
         if isinstance(self.gate_step, int):
