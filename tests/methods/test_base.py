@@ -54,6 +54,19 @@ def test_warmup_and_cooldown_steps_run_in_full(name):
     assert stats["cached_step_indices"] and all(3 <= s < STEPS - 2 for s in stats["cached_step_indices"])
 
 
+def test_tgate_runs_warmup_and_cooldown_steps_in_full():
+    pipe = _sd_pipeline()
+    reference = _sd_generate(pipe, STEPS)
+    with stepcache.cached(pipe, stepcache.TGateConfig(gate_step=2, self_attn_interval=2, warmup=2,
+                                                      cooldown=3)) as handle:
+        _sd_generate(pipe, STEPS)
+        stats = handle.stats()
+    assert stats["self_attn_reused_steps"] == [] and stats["cross_attn_reused_steps"] == [2, 3, 4]
+    assert stats["cached_step_indices"] == [2, 3, 4]
+    with stepcache.cached(pipe, stepcache.TGateConfig(gate_step=2, warmup=STEPS)):
+        assert torch.equal(_sd_generate(pipe, STEPS), reference)
+
+
 @pytest.mark.parametrize("name", REUSERS)
 def test_a_forecast_keeps_order_plus_one_values_and_changes_the_output(name):
     outputs, peaks = {}, {}

@@ -106,8 +106,9 @@ class TGate(CacheMethod):
             raise ValueError(f"gate_step={self.config.gate_step} falls on step 0 of this {record.num_steps}-step "
                              "run; cross-attention must run at least once before the gate")
         self._gate = gate
-        self._self_reuse = frozenset(tgate_self_attn_reuse_steps(
-            record.num_steps, gate, self.config.self_attn_interval, self.config.self_attn_warmup))
+        self._self_reuse = frozenset(s for s in tgate_self_attn_reuse_steps(
+            record.num_steps, gate, self.config.self_attn_interval, self.config.self_attn_warmup)
+            if not self.must_run_full(s, record.num_steps))
         self._segments = self._run_segments(record.segments)
         self._cfg_on = "uncond" in self._segments
 
@@ -147,7 +148,8 @@ class TGate(CacheMethod):
 
     def extra_stats(self) -> dict:
         gate, num_steps = self._gate, self.clock.record.num_steps if self.clock.record else None
-        after_gate = list(range(gate, num_steps)) if gate is not None and num_steps else []
+        after_gate = [s for s in range(gate, num_steps) if not self.must_run_full(s, num_steps)] \
+            if gate is not None and num_steps else []
         return {
             "gate_step": gate,
             "cfg_mode": self._mode,
@@ -160,7 +162,8 @@ class TGate(CacheMethod):
     def model_call(self, ctx, forward, args, kwargs):
         if ctx.step == 0:
             self._check_layout(ctx, args, kwargs)
-        if ctx.step >= self._gate:
+        # warm-up and cool-down steps after the gate run in full: fresh cross-attention, every branch
+        if ctx.step >= self._gate and not self.must_run_full(ctx.step, ctx.num_steps):
             return self._after_gate(ctx, forward, args, kwargs)
         branch = ctx.branch
         self_slot, cross_slot = self._slots[SELF_ATTN], self._slots[CROSS_ATTN]
