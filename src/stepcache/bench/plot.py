@@ -1,4 +1,4 @@
-"""The speed/quality plot: one marker per config, the fewer-steps baseline as a line.
+"""The speed/quality plot: one marker per config (peers hollow), the fewer-steps baseline as a line.
 
 A config above the baseline line gives better quality than simply sampling less at the
 same speedup. Panels: fidelity (PSNR against the uncached run) over MAC and wall-time
@@ -21,6 +21,7 @@ def pareto_plot(records: list[dict], path: str | Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    records = [r for r in records if r["kind"] != "peer_not_run"]
     quality = records[0]["fidelity"] is not None
     panels = _panels(records) if quality else [("speedup_macs", "MAC speedup", "speedup_wall", "wall-time speedup")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
@@ -64,10 +65,15 @@ def _panel(ax, records: list[dict], x_key: str, y_key: str) -> None:
     line = sorted((r for r in records if r["kind"] in ("uncached", "fewer_steps")), key=lambda r: r[x_key])
     ax.plot([_value(r, x_key) for r in line], [_value(r, y_key) for r in line], "k-o", ms=3,
             label="fewer steps (uncached)")
-    cached = [r for r in records if r["kind"] == "cached"]
-    methods = sorted({r["config"]["method"] for r in cached})
+    cached = [r for r in records if r["kind"] in ("cached", "peer")]
+    methods = sorted({_method(r) for r in cached})
     for index, record in enumerate(cached):
-        # one marker shape per method, so configs stay apart when colours repeat
-        marker = MARKERS[methods.index(record["config"]["method"]) % len(MARKERS)]
-        ax.scatter(_value(record, x_key), _value(record, y_key), s=36, marker=marker, color=f"C{index % 10}",
-                   label=record["label"])
+        # one marker shape per method, so configs stay apart when colours repeat; peers hollow
+        marker = MARKERS[methods.index(_method(record)) % len(MARKERS)]
+        style = {"facecolors": "none", "edgecolors": f"C{index % 10}"} if record["kind"] == "peer" else {
+            "color": f"C{index % 10}"}
+        ax.scatter(_value(record, x_key), _value(record, y_key), s=36, marker=marker, label=record["label"], **style)
+
+
+def _method(record: dict) -> str:
+    return record["config"]["peer"] if record["kind"] == "peer" else record["config"]["method"]

@@ -1,11 +1,20 @@
-"""BENCHMARKS.md from bench records: one table per model and the best config at about 2x per model."""
+"""BENCHMARKS.md from bench records: one table per model and the best config at about 2x per model.
+
+Sections with peer rows (``bench --peers``) also get PSNR at fixed MAC speedups along each
+method's Pareto front (stepcache's best config, each peer, fewer steps) and the list of peers
+that did not run, with the reason.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from collections import defaultdict
 
 TWO_X = (1.7, 2.5)  # MAC speedups that count as "about 2x"
 MB = 2**20
+COMPARE_AT = (1.5, 2.0, 2.5, 3.0)  # MAC speedups of the peer comparison
+FRONT_SLACK = 0.02  # a front reaching within 2% of a target speedup counts as reaching it (its end value)
 
 
 def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped: list[str], quick: bool,
@@ -42,7 +51,7 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
 
 
 def _section(section: dict) -> list[str]:
-    records = section["records"]
+    records = [r for r in section["records"] if r["kind"] != "peer_not_run"]
     quality = records[0]["fidelity"] is not None
     lines = [f"## {section['model']}", ""]
     if "run" in section:
@@ -62,7 +71,83 @@ def _section(section: dict) -> list[str]:
     head += ["cache MB", "peak mem MB"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join(_row(r, quality)) + " |" for r in records]
-    return lines + [""]
+    return lines + [""] + _peers(section["records"], quality)
+
+
+def _peers(records: list[dict], quality: bool) -> list[str]:
+    """The peers part of a section: versions, the comparison at fixed speedups, and the peers that did not run."""
+    peer_records = [r for r in records if r["kind"] in ("peer", "peer_not_run")]
+    if not peer_records:
+        return []
+    versions = sorted({f"{r['config']['package']} {r['config']['version']}" for r in peer_records})
+    lines = [f"Peers ({', '.join(versions)}) ran on the same pipeline, sampler and seeds; their full steps are "
+             f"the steps that ran the uncached step's MACs, the rest ran less.", ""]
+    if quality and any(r["kind"] == "peer" for r in records):
+        lines += [f"PSNR (dB) at fixed MAC speedups, interpolated linearly along each method's own Pareto front "
+                  f"(– where its front does not reach; a front ending within {FRONT_SLACK:.0%} of a speedup "
+                  f"counts with its end value):", ""]
+        head = ["method", *(f"at {x:g}x" for x in COMPARE_AT)]
+        lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for name, values in peer_comparison(records):
+            cells = ["–" if v is None else f"{v[0]:.1f}" + (f" ({v[1]})" if v[1] else "") for v in values]
+            lines.append("| " + " | ".join([name, *cells]) + " |")
+        lines.append("")
+    not_run = defaultdict(list)
+    for r in records:
+        if r["kind"] == "peer_not_run":
+            not_run[(r["config"]["peer"], r["reason"])].append(r)
+    if not_run:
+        lines += ["Peers not run here:", ""]
+        lines += [f"- {peer} ({len(group)} setting{'s' * (len(group) > 1)}): {reason}"
+                  for (peer, reason), group in not_run.items()]
+        lines.append("")
+    return lines
+
+
+def peer_comparison(records: list[dict], at: tuple[float, ...] = COMPARE_AT) -> list[tuple[str, list]]:
+    """(method, [(PSNR, which config family) or None per speedup in ``at``]) for stepcache's best, each peer
+    and fewer steps."""
+    families: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["kind"] == "cached":
+            families["stepcache best"].append(r)
+        elif r["kind"] == "peer":
+            families[r["config"]["peer"].replace(".", " ", 1)].append(r)
+    families["fewer steps"] = [r for r in records if r["kind"] == "fewer_steps"]
+    rows = []
+    for name, group in families.items():
+        values = []
+        for target in at:
+            value = front_value([(r["speedup_macs"], _psnr(r), r) for r in group], target)
+            if value is not None and name == "stepcache best":
+                methods = sorted({r["config"]["method"] for r in value[1]})
+                values.append((value[0], "/".join(methods)))
+            else:
+                values.append(None if value is None else (value[0], ""))
+        rows.append((name, values))
+    return rows
+
+
+def front_value(points: list[tuple[float, float, dict]], target: float) -> tuple[float, list[dict]] | None:
+    """PSNR at speedup ``target`` on the upper Pareto front of (speedup, PSNR, record) points, and the records
+    it comes from; None where the front does not reach ``target``."""
+    front, best = [], float("-inf")
+    finite = [p for p in points if math.isfinite(p[1])]  # identical images (inf dB) cannot be interpolated
+    for point in sorted(finite, key=lambda p: (-p[0], -p[1])):  # fastest first: keep what beats everything faster
+        if point[1] > best:
+            front.append(point)
+            best = point[1]
+    front.reverse()
+    if not front or not front[0][0] * (1 - FRONT_SLACK) <= target <= front[-1][0] * (1 + FRONT_SLACK):
+        return None
+    if target <= front[0][0]:
+        return front[0][1], [front[0][2]]
+    if target >= front[-1][0]:
+        return front[-1][1], [front[-1][2]]
+    for (x0, y0, r0), (x1, y1, r1) in zip(front, front[1:]):
+        if x0 <= target <= x1:
+            return y0 + (y1 - y0) * (target - x0) / (x1 - x0), [r0, r1]
+    return None
 
 
 def _wall_method(records: list[dict]) -> str:
