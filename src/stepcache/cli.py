@@ -100,6 +100,9 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=0,
                         help="zoo models: samples per seed set for accuracy and Fréchet distance (0: skip)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the fewer-steps baseline")
+    parser.add_argument("--peers", nargs="?", const="all", default=None, metavar="PEER,...",
+                        help="also measure other libraries' caches (diffusers' own, cache-dit, the DeepCache package) "
+                             "over their grids in stepcache.bench.peers.PEER_GRIDS: all, or the named ones")
     parser.add_argument("--out", default="out/bench.json", help="results JSON (rewritten after every config)")
     parser.add_argument("--plot", default="out/bench.png", help="speed/quality plot PNG")
     parser.add_argument("--suite", action="store_true",
@@ -117,13 +120,15 @@ def _bench(args) -> int:
     if args.suite:
         from .bench import suite
 
-        return suite.main(["--quick"] * args.quick + (["--threads", str(args.threads)] if args.threads else []))
+        return suite.main(["--quick"] * args.quick + (["--threads", str(args.threads)] if args.threads else [])
+                          + (["--peers"] if args.peers else []))
     if args.model is None:
         raise ValueError("--model is required (zoo:NAME, arch:NAME or a local pipeline folder), or give --suite")
     _check_counts(args)
     methods = args.method or []
     if methods:
         _grid_configs(methods, args.grid, {})  # fail on bad names and values before loading the model
+    peer_configs = _peer_configs(args.peers)
     out, plot = check_writable(args.out), check_writable(args.plot)
     call_kwargs = {"prompt": args.prompt} if args.prompt else None
     sampler = load_sampler(args.model, num_steps=args.steps, batch=args.batch, call_kwargs=call_kwargs,
@@ -137,12 +142,20 @@ def _bench(args) -> int:
         raise ValueError(f"{', '.join(unfit)} cannot run on {args.model} ({family} model)")
     try:
         run(sampler, explicit, out=out, plot=plot, repeats=args.repeats, seed=args.seed,
-            fewer_steps_baseline=not args.no_baseline)
+            fewer_steps_baseline=not args.no_baseline, peers=peer_configs)
     except KeyboardInterrupt:
         print(f"stepcache bench: interrupted; the finished records are in {out}", file=sys.stderr)
         return 130
     print(f"wrote {out} and {plot}")
     return 0
+
+
+def _peer_configs(names: str | None) -> list:
+    if names is None:
+        return []
+    from .bench.peers import peer_configs
+
+    return peer_configs(None if names == "all" else names.split(","))
 
 
 def _grid_configs(methods: list[str], grid_items: list[str], model_defaults: dict) -> list:

@@ -99,7 +99,7 @@ def arch_sampler(name: str, num_steps: int = DEFAULT_STEPS, batch: int = 1, guid
     setup = (f"{latent_size}x{latent_size} latents ({pixels}x{pixels} px), batch {batch}, batched CFG "
              f"{guidance_scale}, DDIM, random weights")
     return Sampler(name=ARCH_PREFIX + name, target=model, sample=sample, num_steps=num_steps, scheduler=scheduler,
-                   measures_quality=False, config_defaults=batched_cfg_defaults(), setup=setup)
+                   measures_quality=False, config_defaults=batched_cfg_defaults(), setup=setup, cfg="batched")
 
 
 def batched_cfg_defaults() -> dict:

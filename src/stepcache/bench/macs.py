@@ -28,6 +28,30 @@ def macs_of(fn: Callable[[], Any]) -> tuple[Any, int]:
     return result, counter.get_total_flops() // 2
 
 
+def macs_per_step(fn: Callable[[], Any], scheduler: Any) -> tuple[Any, int, list[int]]:
+    """Run ``fn()``: (its result, total MACs, MACs up to each ``scheduler.step`` call since the one before).
+
+    One entry per denoising step; the first also holds what ran before the loop (text encoding),
+    and MACs after the last step (decoding) only count in the total.
+    """
+    from ..core.hooks import HookSet
+
+    marks: list[int] = []
+    hooks = HookSet()
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+
+        def step(original, *args, **kwargs):
+            marks.append(counter.get_total_flops() // 2)
+            return original(*args, **kwargs)
+
+        hooks.wrap_method(scheduler, "step", step)
+        try:
+            result = fn()
+        finally:
+            hooks.remove()
+    return result, counter.get_total_flops() // 2, [b - a for a, b in zip([0, *marks], marks)]
+
+
 def macs_by_module(fn: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
     """Run ``fn()`` and return (its result, MACs per module path, e.g. "Model.transformer_blocks.3")."""
     with FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:

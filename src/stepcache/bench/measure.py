@@ -17,7 +17,7 @@ import os
 import statistics
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -92,13 +92,13 @@ def _rss() -> int:
 
 
 @contextlib.contextmanager
-def peak_cache_bytes(handle: Any, scheduler: Any) -> Iterator[dict]:
-    """Track the most bytes ``handle``'s caches hold at any step boundary of the runs inside."""
+def peak_cache_bytes(cache_tensors: Callable[[], Iterable[Any]], scheduler: Any) -> Iterator[dict]:
+    """Track the most bytes ``cache_tensors()`` hold at any step boundary of the runs inside."""
     result = {"bytes": 0}
     hooks = HookSet()
 
     def step(original, *args, **kwargs):
-        result["bytes"] = max(result["bytes"], tensor_bytes(handle.method.cache_tensors()))
+        result["bytes"] = max(result["bytes"], tensor_bytes(cache_tensors()))
         return original(*args, **kwargs)
 
     hooks.wrap_method(scheduler, "step", step)

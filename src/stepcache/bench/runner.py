@@ -1,9 +1,11 @@
-"""``stepcache.bench.run``: the uncached run, every config, and the fewer-steps baseline, measured alike.
+"""``stepcache.bench.run``: the uncached run, every config, peers and the fewer-steps baseline, measured alike.
 
 Every run uses the same sampler, steps and seed, in one process. Per config: one warm-up
-run (its images are the fidelity sample; it counts MACs and measures peak memory and cache
-bytes), ``repeats`` timed runs, each right after a timed uncached run (the wall speedup is
-the median of those pairs' ratios) and, for zoo models, the distribution scores. Each
+run (its images are the fidelity sample; it counts MACs, per step too, and measures peak
+memory and cache bytes), ``repeats`` timed runs, each right after a timed uncached run (the
+wall speedup is the median of those pairs' ratios) and, for zoo models, the distribution
+scores. Peers (other libraries' caches, ``bench.peers``) are measured the same way; one that
+does not apply to the model, or fails, gets a ``peer_not_run`` record with the reason. Each
 finished record is written to the results file at once.
 """
 
@@ -13,7 +15,7 @@ import contextlib
 import datetime
 import statistics
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -23,7 +25,7 @@ from ..methods.base import CacheConfig
 from . import fidelity
 from .baseline import baseline_steps, matching_steps
 from .configs import as_record, describe
-from .macs import macs_of
+from .macs import macs_per_step
 from .measure import peak_cache_bytes, peak_memory, summarize, time_runs
 from .records import ResultsFile, check_writable, run_info
 from .samplers import Sampler, pipeline_sampler
@@ -41,22 +43,25 @@ def run(
     seed: int = 0,
     fewer_steps_baseline: bool = True,
     progress: bool = True,
+    peers: Iterable[Any] = (),
 ) -> list[dict]:
     """Benchmark ``configs`` on ``target`` (a Sampler, or a diffusers pipeline called with ``call_kwargs``).
 
-    Returns the records (uncached first, then one per config, then the fewer-steps
-    runs); ``out`` gets them as JSON after each one, ``plot`` a speed/quality PNG.
+    ``peers`` are ``bench.peers.PeerConfig``s (``peers.peer_configs()`` gives every peer's grid).
+    Returns the records (uncached first, then one per config, one per peer config, then the
+    fewer-steps runs, which match stepcache's and the peers' MACs); ``out`` gets them as JSON
+    after each one, ``plot`` a speed/quality PNG.
     """
     sampler = target if isinstance(target, Sampler) else pipeline_sampler(target, call_kwargs, num_steps or 25)
     if num_steps is not None:
         sampler.num_steps = num_steps
-    configs = list(configs)
+    configs, peers = list(configs), list(peers)
     for path in (out, plot):
         if path is not None:
             check_writable(path)
     results = ResultsFile(out, {**run_info(sampler.device), "setup": sampler.setup}) if out else None
     records: list[dict] = []
-    bar = tqdm(total=1 + len(configs), desc=sampler.name, unit="config", disable=not progress)
+    bar = tqdm(total=1 + len(configs) + len(peers), desc=sampler.name, unit="config", disable=not progress)
 
     def finish(record: dict) -> None:
         records.append(record)
@@ -71,8 +76,12 @@ def run(
         for config in configs:
             bar.set_postfix_str(describe(config))
             finish(measure(sampler, config, sampler.num_steps, repeats, seed, reference))
+        prepared: dict = {}  # one MagCache calibration for all its settings
+        for peer in peers:
+            bar.set_postfix_str(peer.label)
+            finish(measure_peer(sampler, peer, sampler.num_steps, repeats, seed, reference, prepared))
         if fewer_steps_baseline:
-            cached_records = [r for r in records if r["kind"] == "cached"]
+            cached_records = [r for r in records if r["kind"] in ("cached", "peer")]
             steps_list = baseline_steps(sampler.num_steps, [r["mac_ratio"] for r in cached_records])
             bar.total += len(steps_list)
             for steps in steps_list:
@@ -91,17 +100,54 @@ def run(
     return records
 
 
-def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: int, seed: int,
-            reference: dict | None = None) -> dict:
-    """One record: ``config`` (None: uncached) at ``steps``, compared with the ``reference`` record."""
+def measure_peer(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int, reference: dict,
+                 prepared: dict | None = None) -> dict:
+    """One record for peer ``config`` (a ``bench.peers.PeerConfig``): measured like a stepcache config,
+    or ``peer_not_run`` with the reason it does not apply or failed. ``prepared`` shares one-off
+    preparations (MagCache's calibration) between the peers of a run."""
+    from . import peers
+
+    not_run = {"kind": "peer_not_run", "label": config.label, "config": config.as_record()}
+    info: dict = {}
+    try:
+        attach, info = peers.measure_setup(sampler, config, steps, seed, prepared)
+        return {**measure(sampler, config, steps, repeats, seed, reference, attach=attach), "peer": info}
+    except peers.NotApplicable as reason:
+        return {**not_run, "reason": f"does not apply: {reason}"}
+    except Exception as error:  # another library's code on a pipeline it was not written for: say how it failed
+        return {**not_run, "reason": f"failed: {_error_text(error)}", "peer": info}
+
+
+def _error_text(error: BaseException) -> str:
+    import traceback
+
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" (at {Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+# a peer's step counts as full where it ran this share of the uncached step's MACs
+FULL_STEP_MAC_SHARE = 0.99
+
+
+def measure(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int,
+            reference: dict | None = None, attach: Callable[[], Any] | None = None) -> dict:
+    """One record: ``config`` (None: uncached) at ``steps``, compared with the ``reference`` record.
+
+    ``config`` is a stepcache config, or a peer's with ``attach`` installing it (a ``PeerHandle``).
+    """
     device = sampler.device
-    attach = (lambda: apply(sampler.target, config, scheduler=sampler.scheduler)) if config is not None else None
+    if attach is None and config is not None:
+        attach = lambda: apply(sampler.target, config, scheduler=sampler.scheduler)  # noqa: E731
     handle = attach() if attach else None
     scheduler = sampler.scheduler or sampler.target.scheduler
     try:
-        cache_peak = peak_cache_bytes(handle, scheduler) if handle else contextlib.nullcontext({"bytes": 0})
+        cache_peak = contextlib.nullcontext({"bytes": 0})
+        if handle:
+            held = handle.method.cache_tensors if isinstance(config, CacheConfig) else handle.cache_tensors
+            cache_peak = peak_cache_bytes(held, scheduler)
         with peak_memory(device) as memory, cache_peak as cache:  # the warm-up run
-            images, macs = macs_of(lambda: sampler.sample(steps, seed))
+            images, macs, step_macs = macs_per_step(lambda: sampler.sample(steps, seed), scheduler)
         stats = handle.stats() if handle else None
         if reference is None:
             wall, paired_reference = time_runs(lambda: sampler.sample(steps, seed), repeats, device), None
@@ -122,17 +168,23 @@ def measure(sampler: Sampler, config: CacheConfig | None, steps: int, repeats: i
     finally:
         if handle:
             handle.remove()
-    kind = "cached" if config is not None else ("uncached" if reference is None else "fewer_steps")
+    peer = config is not None and not isinstance(config, CacheConfig)
+    kind = "peer" if peer else "cached" if config is not None else "uncached" if reference is None else "fewer_steps"
+    full_steps, cached_steps = (stats["full_steps"], stats["cached_steps"]) if stats else (steps, 0)
+    if peer:  # peers keep no step counts: a step is full where it ran the uncached step's MACs
+        full_steps = sum(m >= FULL_STEP_MAC_SHARE * r for m, r in zip(step_macs, reference["step_macs"]))
+        cached_steps = steps - full_steps
     record = {
         "kind": kind,
-        "label": describe(config) if config is not None else f"uncached {steps} steps",
-        "config": as_record(config),
+        "label": config.label if peer else describe(config) if config is not None else f"uncached {steps} steps",
+        "config": config.as_record() if peer else as_record(config),
         "steps": steps,
-        "full_steps": stats["full_steps"] if stats else steps,
-        "cached_steps": stats["cached_steps"] if stats else 0,
+        "full_steps": full_steps,
+        "cached_steps": cached_steps,
         "wall_s": wall,
         "reference_wall_s": paired_reference,  # the uncached runs timed alternately with these
         "macs": macs,
+        "step_macs": step_macs,
         "peak_memory_bytes": memory["bytes"],
         "peak_memory_how": memory["how"],
         "cache_bytes": cache["bytes"],

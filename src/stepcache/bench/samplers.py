@@ -40,6 +40,9 @@ class Sampler:
     config_defaults: dict = field(default_factory=dict)
     # what one sample call does (sizes, batch, guidance), written into the results and BENCHMARKS.md
     setup: str = ""
+    # how the denoiser sees CFG: "batched" ([uncond, cond] in one call), "split", "none"; None if unknown.
+    # Peers that work on one of these (FasterCache, cache-dit's separate-CFG setting) read it.
+    cfg: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +98,7 @@ def zoo_sampler(
         perceptual_trunk=classifier.body if classifier is not None else None,
         distribution=distribution,
         config_defaults=zoo_config_defaults(name),
+        cfg="none" if guidance_scale == 1 else cfg_mode,
         setup=f"{batch} images of {spec.dataset}, guidance "
               f"{DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale} with {cfg_mode} CFG",
     )

@@ -48,6 +48,7 @@ class SuiteSettings:
     samples: int = 100  # per seed set, for accuracy and Fréchet distance
     arch_overrides: tuple = ()  # (name, {config overrides}) to shrink arch models in --quick
     smoke_test: bool = False  # --quick: numbers that mean nothing, and BENCHMARKS.md says so
+    peers: bool = False  # --peers: also every peer's grid (bench.peers.PEER_GRIDS)
 
 
 # Per-model grids where the default grid does not fit or the issues ask for specific points:
@@ -119,7 +120,8 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
         else:
             sampler = arch_sampler(name[5:], num_steps=settings.arch_steps, latent_size=settings.arch_latent,
                                    **arch_overrides.get(name[5:], {}))
-        _bench(sampler, results_dir, settings.repeats if name.startswith("zoo:") else settings.arch_repeats)
+        _bench(sampler, results_dir, settings.repeats if name.startswith("zoo:") else settings.arch_repeats,
+               settings.peers)
         del sampler  # real-size models are GBs: free one before building the next
     sections, skipped = [], []
     for name in known:
@@ -142,10 +144,12 @@ def _stem(model: str) -> str:
     return model.replace(":", "-")
 
 
-def _bench(sampler, results_dir: Path, repeats: int):
+def _bench(sampler, results_dir: Path, repeats: int, peers: bool = False):
+    from .peers import peer_configs
+
     stem = _stem(sampler.name)
     run(sampler, applicable_configs(sampler), out=results_dir / f"{stem}.json", plot=results_dir / f"{stem}.png",
-        repeats=repeats)
+        repeats=repeats, peers=peer_configs() if peers else ())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="zoo samples per seed set for accuracy/Fréchet (0: fidelity only)")
     parser.add_argument("--arch-latent", type=int, default=None,
                         help=f"latent size of the arch: models (default {FULL.arch_latent})")
+    parser.add_argument("--peers", action="store_true",
+                        help="also measure other libraries' caches (stepcache.bench.peers) on each model")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"zoo models: timed runs per config, each paired with an uncached one (default "
+                             f"{FULL.repeats})")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--arch-latent must be >= 1, got {args.arch_latent}")
             settings = dataclasses.replace(settings, arch_latent=args.arch_latent)
             command += f" --arch-latent {args.arch_latent}"
+        if args.peers:
+            settings = dataclasses.replace(settings, peers=True)
+            command += " --peers"
+        if args.repeats is not None:
+            if args.repeats < 1:
+                raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+            settings = dataclasses.replace(settings, repeats=args.repeats)
+            command += f" --repeats {args.repeats}"
         path = run_suite(Path(args.out), Path(args.results_dir), settings, command, models)
     except (ValueError, OSError) as error:
         print(f"stepcache bench suite: error: {error}", file=sys.stderr)
