@@ -94,13 +94,27 @@ def test_each_pipeline_call_starts_afresh():
     assert second_stats["cache_bytes"] == 0  # freed at the end of the run
 
 
-def _skipped_module_names(model, branch):
-    """Module paths (as FlopCounterMode names them) of the deep path a cached step skips."""
+def _skipped_module_names(model, branch, layer=None):
+    """Module paths (as FlopCounterMode names them) of what a cached step skips: from the cache point
+    (``layer`` of level ``branch``; None = the whole level) down, and the up layers that read only that."""
     levels = len(model.down_blocks)
     prefix = type(model).__name__
+    down = model.down_blocks[branch]
+    layers = len(down.resnets)
+    layer = layers if layer is None else layer
+    up_index = levels - 1 - branch
+    up = model.up_blocks[up_index]
+    names = [f"{prefix}.down_blocks.{branch}.resnets.{i}" for i in range(layer, layers)]
+    names += [f"{prefix}.down_blocks.{branch}.attentions.{i}"
+              for i in range(layer, len(getattr(down, "attentions", None) or []))]
+    names += [f"{prefix}.down_blocks.{branch}.downsamplers.0"] if down.downsamplers else []
     deeper = range(branch + 1, levels)
-    return ([f"{prefix}.down_blocks.{level}" for level in deeper] + [f"{prefix}.mid_block"]
-            + [f"{prefix}.up_blocks.{levels - 1 - level}" for level in deeper])
+    names += [f"{prefix}.down_blocks.{level}" for level in deeper] + [f"{prefix}.mid_block"]
+    names += [f"{prefix}.up_blocks.{levels - 1 - level}" for level in deeper]
+    skipped_up = len(up.resnets) - 1 - layer  # up layers before the first one that runs
+    names += [f"{prefix}.up_blocks.{up_index}.resnets.{i}" for i in range(skipped_up)]
+    names += [f"{prefix}.up_blocks.{up_index}.attentions.{i}" for i in range(skipped_up) if getattr(up, "attentions", None)]
+    return names
 
 
 @pytest.mark.parametrize(
@@ -108,7 +122,11 @@ def _skipped_module_names(model, branch):
     [
         ("unet", 0, {}),
         ("unet", 2, {}),
+        ("unet", 0, {"layer": 0}),
+        ("unet", 1, {"layer": 1}),
+        ("unet", 2, {"layer": 0}),
         ("unet2d", 1, {}),
+        ("unet2d", 0, {"layer": 0}),
         ("skip", 0, {}),
         ("unet", 1, {"schedule": "non-uniform", "center": 0.5, "power": 1.4}),
     ],
@@ -121,7 +139,7 @@ def test_executed_macs_match_the_schedule(unet, branch, config):
     call_batch = 2 if cfg == "batched" else 1
     _, per_module = macs_by_module(lambda: model(**tiny.model_inputs(family, model, batch=call_batch)))
     full_call = per_module["Global"]
-    skipped = sum(per_module[name] for name in _skipped_module_names(model, branch))
+    skipped = sum(per_module.get(name, 0) for name in _skipped_module_names(model, branch, config.get("layer")))
     assert 0 < skipped < full_call
 
     scheduler = tiny.ddim()
@@ -129,7 +147,7 @@ def test_executed_macs_match_the_schedule(unet, branch, config):
         _, executed = macs_of(lambda: tiny.denoise(model, family, scheduler, steps=steps, cfg=cfg))
         stats = h.stats()
 
-    if config:
+    if config.get("schedule"):
         expected_full = nonuniform_full_steps(steps, interval, center=4, power=1.4)
     else:
         expected_full = uniform_full_steps(steps, interval)
@@ -258,3 +276,30 @@ def test_non_uniform_schedule_needs_the_run_length():
         model(**inputs)
     assert handle.stats()["schedule_full_steps"] == nonuniform_full_steps(10, 3, center=5, power=1.4)
     handle.remove()
+
+
+@pytest.mark.parametrize("cache_branch_id", range(6))
+def test_uniform_schedule_matches_the_deepcache_package_at_every_cache_branch_id(cache_branch_id):
+    """The DeepCache package (its SD helper) and DeepCacheConfig(branch=b // 3, layer=b % 3) give the same
+    images bit for bit. The package counts 3 points per level (SD's 2 layers and the downsampler); the tiny
+    U-Net has 1 layer per block, so its layer 2 is the whole level, like layer 1 (the package then still runs
+    the level's downsampler, whose output only skipped levels read: the same images)."""
+    package = pytest.importorskip("DeepCache")
+    pipe, call_kwargs = _pipeline("sd")
+    helper = package.DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=3, cache_branch_id=cache_branch_id)
+    helper.enable()
+    try:
+        expected = _images(pipe, call_kwargs, steps=7)
+    finally:
+        helper.disable()
+    layers = len(pipe.unet.down_blocks[0].resnets)
+    config = DeepCacheConfig(interval=3, branch=cache_branch_id // 3, layer=min(cache_branch_id % 3, layers))
+    with stepcache.cached(pipe, config) as handle:
+        assert torch.equal(_images(pipe, call_kwargs, steps=7), expected)
+        assert handle.stats()["cached_step_indices"] == [1, 2, 4, 5]
+
+
+def test_a_layer_past_the_level_is_an_error_naming_its_layers():
+    with pytest.raises(ValueError, match=r"layer must be an integer in \[0, 1\] \(or None: the whole level\)"):
+        stepcache.apply(tiny.unet_condition(), DeepCacheConfig(branch=1, layer=2))

@@ -1,10 +1,17 @@
 """DeepCache (arXiv 2312.00858): U-Nets reuse their deep features, recomputing only the shallow path.
 
-Skip level ``branch`` = m splits a U-Net in two. A full step runs everything and caches
-the feature entering the up block at level m from below (the output of the up block one
-level deeper, or of the mid block when m is the deepest level). A cached step runs only
-the down blocks 0..m and the up blocks m..0, with the cached feature in place of the deep
-path, so the current input and the skip connections above level m stay fresh.
+A cache point (``branch`` = level m, ``layer`` = j) splits a U-Net in two. A cached step
+runs the down path up to the j-th layer of level m (conv_in and every layer before it)
+and, in the up path, only the layers that take those skip connections: the last j+1
+layers of the up block at level m (it has one layer more than a down block) and every up
+block above. Their input comes from the cache: the output of the up layer before them at
+the last full step. ``layer`` = None (= the level's layer count) is the whole level: the
+down block at level m runs without its downsampler, whose output only the deeper levels
+read, and the feature cached is what enters the up block at level m (the output of the up
+block one level deeper, or of the mid block at the deepest level). The DeepCache
+package's ``cache_branch_id`` b is branch = b // 3, layer = b % 3 (it counts SD's two layers
+and the downsampler of each level; its default b = 0 runs conv_in and the last layer of
+the shallowest up block only). Its whole-level points still run the level's downsampler.
 
 The deep path is skipped with forward wrappers, not a copy of the U-Net's forward: on a
 cached step the deeper down blocks, the mid block and the up blocks below level m+1 hand
@@ -45,6 +52,7 @@ class DeepCacheConfig(ReuseConfig):
     schedule: str = "uniform"  # "uniform": full when i % N == 0; "non-uniform": denser around `center`
     center: int | float = 0.3  # non-uniform only: step index, or fraction of the run
     power: float = 1.4  # non-uniform only: > 1; larger bunches full steps closer to `center`
+    layer: int | None = None  # layer of level `branch` where the cached part starts; None = the whole level
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +62,8 @@ class DeepCacheConfig(ReuseConfig):
         check_choice(owner, "schedule", self.schedule, SCHEDULES)
         check_step(owner, "center", self.center)
         check_float(owner, "power", self.power, 1.0, low_open=True)
+        if self.layer is not None:
+            check_int(owner, "layer", self.layer, 0)
 
     def build(self, adapter, clock) -> "DeepCache":
         return DeepCache(self, adapter, clock)
@@ -66,13 +76,18 @@ class DeepCache(CacheMethod):
         super().__init__(config, adapter, clock)
         levels = adapter.num_levels
         has_mid = adapter.mid_block is not None
-        # without a mid block, the deepest level has nothing below it to skip
-        deepest = levels - 1 if has_mid else levels - 2
-        if config.branch > deepest:
-            raise ValueError(
-                f"{type(config).__name__}.branch must be an integer in [0, {deepest}] for this U-Net "
-                f"({levels} skip levels{'' if has_mid else ', no mid block'}), got {config.branch}"
-            )
+        owner = type(config).__name__
+        if config.branch > levels - 1:
+            raise ValueError(f"{owner}.branch must be an integer in [0, {levels - 1}] for this U-Net "
+                             f"({levels} skip levels), got {config.branch}")
+        layers = len(adapter.down_block(config.branch).resnets)
+        self.layer = layers if config.layer is None else config.layer
+        if self.layer > layers:
+            raise ValueError(f"{owner}.layer must be an integer in [0, {layers}] (or None: the whole level) for "
+                             f"level {config.branch} of this U-Net ({layers} layers), got {config.layer}")
+        if self.layer == layers and config.branch == levels - 1 and not has_mid:
+            raise ValueError(f"{owner}: the whole deepest level of a U-Net without a mid block leaves nothing "
+                             f"to cache; pick branch <= {levels - 2} or a layer < {layers}")
         self._features = self.new_forecast()  # CFG branch -> deep feature of its last full steps
         self._placeholders: dict[int, Any] = {}  # stand-in slot -> zero-cost output of the same structure
         self._mode = _OUTSIDE
@@ -81,18 +96,35 @@ class DeepCache(CacheMethod):
 
     # -- hooks ----------------------------------------------------------------------------
     def install(self, hooks) -> None:
-        adapter, branch = self.adapter, self.config.branch
-        deepest = adapter.num_levels - 1
-        stand_ins = [adapter.down_block(level) for level in range(branch + 1, deepest + 1)]
-        if branch < deepest:
-            stand_ins.append(adapter.mid_block)
-            stand_ins += [adapter.up_block(level) for level in range(branch + 2, deepest + 1)]
-            source = adapter.up_block(branch + 1)
-        else:
-            source = adapter.mid_block
+        stand_ins, source = self._split()
         for slot, module in enumerate(m for m in stand_ins if m is not None):
             hooks.wrap(module, functools.partial(self._stand_in, slot))
         hooks.wrap(source, self._feature_source)
+
+    def _split(self) -> tuple[list, Any]:
+        """(modules a cached step replaces by placeholders, the module whose output is cached)."""
+        adapter, branch, layer = self.adapter, self.config.branch, self.layer
+        deepest = adapter.num_levels - 1
+        down = adapter.down_block(branch)
+        # the level's own layers from `layer` on, and its downsampler: only the cached part reads them
+        stand_ins = [*down.resnets[layer:], *(getattr(down, "attentions", None) or [])[layer:],
+                     *(down.downsamplers or [])]
+        stand_ins += [adapter.down_block(level) for level in range(branch + 1, deepest + 1)]
+        up = adapter.up_block(branch)
+        first_run = len(up.resnets) - 1 - layer  # the up block runs its layers from this one on
+        if first_run == 0:  # the whole level: the cached feature enters the up block from below
+            if branch < deepest:
+                stand_ins.append(adapter.mid_block)
+                stand_ins += [adapter.up_block(level) for level in range(branch + 2, deepest + 1)]
+                return stand_ins, adapter.up_block(branch + 1)
+            return stand_ins, adapter.mid_block
+        stand_ins += [adapter.mid_block, *(adapter.up_block(level) for level in range(branch + 1, deepest + 1))]
+        attentions = getattr(up, "attentions", None) or []
+        stand_ins += [*up.resnets[: first_run - 1], *attentions[: first_run - 1]]
+        if attentions:  # the up layer before the first that runs ends in its attention
+            stand_ins.append(up.resnets[first_run - 1])
+            return stand_ins, attentions[first_run - 1]
+        return stand_ins, up.resnets[first_run - 1]
 
     def _stand_in(self, slot: int, forward, *args, **kwargs):
         if self._mode == _CACHED:
@@ -156,6 +188,7 @@ class DeepCache(CacheMethod):
         config = self.config
         return {
             "branch": config.branch,
+            "layer": self.layer,
             "interval": config.interval,
             "schedule": config.schedule,
             "schedule_full_steps": self._planned,
