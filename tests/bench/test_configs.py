@@ -8,7 +8,7 @@ from bench.toy import ToyConfig
 @pytest.fixture
 def toy(monkeypatch):
     monkeypatch.setitem(METHODS, "toy", ToyConfig)
-    monkeypatch.setitem(configs.DEFAULT_GRIDS, "toy", {"interval": [2, 3]})
+    monkeypatch.setitem(configs.DEFAULT_GRIDS, "toy", [{"interval": [2, 3]}])
 
 
 def test_every_registered_method_has_a_default_grid_of_valid_configs():

@@ -15,17 +15,22 @@ from typing import Any
 
 from ..methods import METHODS, CacheConfig
 
-# The settings `stepcache bench` sweeps when no --grid is given: 3+ points from "nearly
-# lossless" to "aggressive", following the ranges each method's paper reports.
-DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
-    "deepcache": {"interval": [2, 3, 5]},
-    "fora": {"interval": [2, 3, 5]},
-    "delta_dit": {"interval": [2, 3, 4]},
-    "teacache": {"threshold": [0.1, 0.2, 0.4]},
-    "tgate": {"gate_step": [0.7, 0.5, 0.3]},
+# The settings `stepcache bench` sweeps when no --grid is given: per method, one or more grids
+# (each the product of its fields' values). The first follows the ranges each method's paper
+# reports, from "nearly lossless" to "aggressive"; the second forecasts (order 1) with the first
+# and last steps full, the settings that led on the zoo models (BENCHMARKS.md).
+_FORECAST = {"order": [1], "warmup": [2], "cooldown": [2]}
+_ADACACHE_DEFAULT = ((0.03, 4), (0.05, 3), (0.08, 2))
+DEFAULT_GRIDS: dict[str, list[dict[str, list[Any]]]] = {
+    "deepcache": [{"interval": [2, 3, 5]}, {"interval": [2, 3, 5], "layer": [0]},
+                  {"interval": [2, 3, 4, 5], "layer": [0], "order": [1], "warmup": [2]}],
+    "fora": [{"interval": [2, 3, 5]}, {"interval": [2], "order": [1]}, {"interval": [2, 3, 4], **_FORECAST}],
+    "delta_dit": [{"interval": [2, 3, 4]}, {"interval": [2, 3], **_FORECAST}],
+    "teacache": [{"threshold": [0.1, 0.2, 0.4]}, {"threshold": [0.05, 0.1, 0.2], **_FORECAST}],
+    "tgate": [{"gate_step": [0.7, 0.5, 0.3]}],
     # (rate threshold, reuse steps) codebooks: conservative, the method's default, aggressive
-    "adacache": {"codebook": [((0.02, 3), (0.04, 2)), ((0.03, 4), (0.05, 3), (0.08, 2)),
-                              ((0.05, 5), (0.08, 4), (0.12, 2))]},
+    "adacache": [{"codebook": [((0.02, 3), (0.04, 2)), _ADACACHE_DEFAULT, ((0.05, 5), (0.08, 4), (0.12, 2))]},
+                 {"codebook": [_ADACACHE_DEFAULT, ((0.05, 4), (0.1, 3), (0.2, 2))], **_FORECAST}],
 }
 
 TUPLE_SEPARATORS = ("/", ":")
@@ -136,19 +141,23 @@ def parse_grid(items: list[str], methods: list[str]) -> dict[str, dict[str, list
 
 def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None,
                  model_defaults: dict[str, Any] | None = None) -> list[CacheConfig]:
-    """Every config of ``method``'s grid: its default grid with ``overrides`` replacing fields.
+    """Every config of ``method``'s grids: its default grids with ``overrides`` replacing fields in each.
 
     ``model_defaults`` (a Sampler's ``config_defaults[method]``) fill the fields the grid leaves out.
+    A config two grids share is listed once.
     """
     cls = config_class(method)
     if method not in DEFAULT_GRIDS and not overrides:
         raise ValueError(f"method {method!r} has no default grid; give one with --grid FIELD=V1,V2,...")
-    grid = {**DEFAULT_GRIDS.get(method, {}), **(overrides or {})}
-    fields = list(grid)
     configs = []
-    for combo in itertools.product(*(grid[f] for f in fields)):
-        values = {**(model_defaults or {}), **dict(zip(fields, combo))}
-        configs.append(cls(**coerce_fields(cls, values)))
+    for default in DEFAULT_GRIDS.get(method, [{}]):
+        grid = {**default, **(overrides or {})}
+        fields = list(grid)
+        for combo in itertools.product(*(grid[f] for f in fields)):
+            values = {**(model_defaults or {}), **dict(zip(fields, combo))}
+            config = cls(**coerce_fields(cls, values))
+            if config not in configs:
+                configs.append(config)
     return configs
 
 

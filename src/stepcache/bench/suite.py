@@ -61,7 +61,7 @@ _NO_CACHE_FIRST = {"fora": {"interval": [1, 2, 3, 5]}, "teacache": {"threshold":
                    "tgate": {"gate_step": [1.0, 0.7, 0.5, 0.3]},
                    # random weights change too much between steps for AdaCache ever to reuse (it
                    # computes every step there): one codebook shows what its hooks cost
-                   "adacache": {"codebook": DEFAULT_GRIDS["adacache"]["codebook"][1:2]}}
+                   "adacache": {"codebook": DEFAULT_GRIDS["adacache"][0]["codebook"][1:2]}}
 SUITE_GRIDS: dict[str, dict[str, dict[str, list]]] = {
     "arch:sd15-unet": {"deepcache": {"interval": [1, 2, 3, 5], "branch": [0, 1, 2]},
                        "tgate": _NO_CACHE_FIRST["tgate"]},
