@@ -90,3 +90,44 @@ def test_modulation_runs_in_full_when_a_sublayer_it_feeds_still_runs():
     # caching only the attention leaves the MLP running, which needs norm1's MLP shift and scale
     with stepcache.cached(pipeline("dit"), stepcache.FORAConfig(interval=2, sublayers=("attn",))) as handle:
         assert handle.stats()["gate_only_modulations"] == 0
+
+
+class LoraLinear(torch.nn.Module):
+    """A low-rank adapter around a linear layer, as peft injects one: base(x) + B(A(x))."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int = 2):
+        super().__init__()
+        self.base_layer = base
+        self.lora_A = torch.nn.Linear(base.in_features, rank, bias=False)
+        self.lora_B = torch.nn.Linear(rank, base.out_features, bias=False)
+        torch.nn.init.normal_(self.lora_B.weight, std=0.5)
+
+    def forward(self, x):
+        return self.base_layer(x) + self.lora_B(self.lora_A(x))
+
+    def merged(self) -> torch.nn.Linear:
+        merged = torch.nn.Linear(self.base_layer.in_features, self.base_layer.out_features)
+        with torch.no_grad():
+            merged.weight.copy_(self.base_layer.weight + self.lora_B.weight @ self.lora_A.weight)
+            merged.bias.copy_(self.base_layer.bias)
+        return merged
+
+
+@pytest.mark.parametrize("family", ["dit", "sd3", "flux"])
+def test_a_lora_on_the_adaln_projections_applies_on_reusing_steps(family):
+    pipe = pipeline(family)
+    adapter = adapter_for(pipe.transformer)
+    torch.manual_seed(1)
+    layers = [m for block in adapter.blocks() for m in adapter.gate_modulations(block)]
+    for layer in layers:
+        layer.linear = LoraLinear(layer.linear)
+    with stepcache.cached(pipe, stepcache.FORAConfig(interval=2)) as handle:
+        live = generate(pipe, family, 4)
+        assert handle.stats()["cached_steps"] > 0
+    for layer in layers:
+        layer.linear = layer.linear.merged()
+    with stepcache.cached(pipe, stepcache.FORAConfig(interval=2)) as handle:
+        merged = generate(pipe, family, 4)
+        assert handle.stats()["gate_only_modulations"] > 0
+    # the LoRA and its merged weights compute the same gates up to rounding
+    tiny.assert_within_rounding(live, merged, tiny.TINY_RUN_EPS)

@@ -7,7 +7,11 @@ shift/scale rows (2 of 3 in each layer) are dead work, and reading their weights
 of what a cached step still costs on memory-bound hardware: DiT-XL/2's adaLN projections
 alone hold 220M parameters. The gates still come from the current step's conditioning.
 
-Only the exact diffusers classes below are handled: the chunk layouts are theirs.
+Only the exact diffusers classes below are handled: the chunk layouts are theirs. The gate
+rows are sliced out of the projection only while it is a plain ``nn.Linear`` with nothing
+around it; wrapped (a peft LoRA, diffusers' offloading or casting hooks, any forward hook),
+the projection runs as a module, so whatever wraps it applies, and the gate chunks are taken
+from its output.
 """
 
 from __future__ import annotations
@@ -25,11 +29,21 @@ def supports(module: nn.Module) -> bool:
     return type(module) in _LAYOUT
 
 
+def _plain(linear: nn.Module) -> bool:
+    """A bare nn.Linear: its output is exactly F.linear with its own weight, so rows can be sliced."""
+    return (type(linear) is nn.Linear and "forward" not in linear.__dict__ and not linear._forward_hooks
+            and not linear._forward_pre_hooks)
+
+
 def _gates(module: nn.Module, emb: torch.Tensor) -> list[torch.Tensor]:
     chunks, gate_indices = _LAYOUT[type(module)]
-    size = module.linear.out_features // chunks
-    weight, bias = module.linear.weight, module.linear.bias
     emb = module.silu(emb)
+    linear = module.linear
+    if not _plain(linear):
+        projected = linear(emb).chunk(chunks, dim=-1)
+        return [projected[i] for i in gate_indices]
+    size = linear.out_features // chunks
+    weight, bias = linear.weight, linear.bias
     rows = [slice(i * size, (i + 1) * size) for i in gate_indices]  # contiguous row views, no copies
     return [F.linear(emb, weight[r], None if bias is None else bias[r]) for r in rows]
 
