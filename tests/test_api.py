@@ -99,3 +99,37 @@ def test_stats_is_a_plain_dict_of_the_last_run():
         "cache_bytes": 0,
         "peak_cache_bytes": 0,
     }
+
+
+@pytest.mark.parametrize("copy_what", ["pipeline", "model"])
+def test_a_deep_copy_is_an_independent_uncached_model(copy_what):
+    import copy
+
+    pipe = tiny.dit_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+
+    def images(p):
+        return p(class_labels=[1], num_inference_steps=4, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+
+    reference = images(pipe)
+    handle = stepcache.apply(pipe, stepcache.FORAConfig(interval=2))
+    cached = images(pipe)
+    if copy_what == "pipeline":
+        twin = copy.deepcopy(pipe)
+    else:
+        twin = tiny.dit_pipeline()
+        twin.set_progress_bar_config(disable=True)
+        twin.transformer = copy.deepcopy(pipe.transformer)
+    weights = {k: v.clone() for k, v in twin.transformer.state_dict().items()}
+    with torch.no_grad():
+        for p in twin.transformer.parameters():
+            p.mul_(1.01)  # the copy's own weights must be the ones that run
+    changed = images(twin)
+    assert not torch.equal(torch.as_tensor(changed), torch.as_tensor(reference))
+    assert handle.stats()["runs"] == 1  # the copy's call was not a run of the original's cache
+    assert torch.equal(torch.as_tensor(images(pipe)), torch.as_tensor(cached))  # the original is still cached
+    handle.remove()
+    twin.transformer.load_state_dict(weights)
+    uncached_twin = images(twin)
+    assert torch.equal(torch.as_tensor(uncached_twin), torch.as_tensor(reference))  # the copy never was cached

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import weakref
 from typing import Any, Iterator
 
@@ -75,19 +77,35 @@ class CacheHandle:
         self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended,
                                pipeline_name=None if pipe is None else type(pipe).__name__)
         self.method = config.build(self.adapter, self.clock)
-        try:
-            if pipe is not None:
-                PipelineRuns(pipe, self.clock).install(self._hooks)
-            elif scheduler is not None:
-                self.clock.watch_scheduler(scheduler, self._hooks)
-            self._hooks.wrap(model, self._denoiser_call)
-            self.method.install(self._hooks)
-        except BaseException:
-            self._hooks.remove()
-            raise
+        self._pipe, self._scheduler = pipe, scheduler
+        self._install()
         self._removed = False
         self._peak_bytes = 0
         _ACTIVE[model] = self
+
+    def _install(self) -> None:
+        try:
+            if self._pipe is not None:
+                PipelineRuns(self._pipe, self.clock).install(self._hooks)
+            elif self._scheduler is not None:
+                self.clock.watch_scheduler(self._scheduler, self._hooks)
+            self._hooks.wrap(self.model, self._denoiser_call)
+            self.method.install(self._hooks)
+            # a deep copy would share the wrappers, which call into this model: copy the unhooked object
+            for obj in (self.model, self._pipe):
+                if obj is not None:
+                    self._hooks.set_attribute(obj, "__deepcopy__", functools.partial(self._copy_uncached, obj))
+        except BaseException:
+            self._hooks.remove()
+            raise
+
+    def _copy_uncached(self, obj: Any, memo: dict) -> Any:
+        """``copy.deepcopy`` of the cached model or pipeline: an independent copy, without the cache."""
+        self._hooks.remove()
+        try:
+            return copy.deepcopy(obj, memo)
+        finally:
+            self._install()
 
     def _denoiser_call(self, forward, *args, **kwargs):
         sample, timestep = self.adapter.sample_and_timestep(args, kwargs)

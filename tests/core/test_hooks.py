@@ -71,3 +71,13 @@ def test_removing_a_call_wrapper_under_a_foreign_class_change_is_an_error():
     greeter.__class__ = type("Other", (Greeter,), {})
     with pytest.raises(RuntimeError, match="replaced after stepcache wrapped it"):
         hooks.remove()
+
+
+def test_set_attribute_gives_an_own_attribute_and_remove_takes_it_away():
+    layer = nn.Linear(3, 3)
+    hooks = HookSet()
+    marker = object()
+    hooks.set_attribute(layer, "__deepcopy__", marker)
+    assert layer.__dict__["__deepcopy__"] is marker
+    hooks.remove()
+    assert "__deepcopy__" not in layer.__dict__

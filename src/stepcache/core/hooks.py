@@ -46,6 +46,20 @@ class HookSet:
         setattr(obj, name, installed)
         self._installed.append((lambda: obj.__dict__.get(name) is installed, undo, f"{type(obj).__name__}.{name}"))
 
+    def set_attribute(self, obj: Any, name: str, value: Any) -> None:
+        """Give ``obj`` its own attribute ``name`` (e.g. a ``__deepcopy__``); removal puts back what was there."""
+        had_own = name in obj.__dict__
+        previous = obj.__dict__.get(name)
+
+        def undo() -> None:
+            if had_own:
+                setattr(obj, name, previous)
+            else:
+                delattr(obj, name)
+
+        setattr(obj, name, value)
+        self._installed.append((lambda: obj.__dict__.get(name) is value, undo, f"{type(obj).__name__}.{name}"))
+
     def wrap_call(self, obj: Any, wrapper: Wrapper) -> None:
         """Wrap ``obj(...)``: ``wrapper(bound original __call__, *args, **kwargs)``."""
         cls = type(obj)
