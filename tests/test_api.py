@@ -133,3 +133,25 @@ def test_a_deep_copy_is_an_independent_uncached_model(copy_what):
     twin.transformer.load_state_dict(weights)
     uncached_twin = images(twin)
     assert torch.equal(torch.as_tensor(uncached_twin), torch.as_tensor(reference))  # the copy never was cached
+
+
+def test_diffusers_own_cache_and_stepcache_are_not_stacked():
+    from diffusers import FirstBlockCacheConfig
+
+    pipe = tiny.flux_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    with pytest.raises(RuntimeError, match=r"call model.disable_cache\(\) before applying stepcache"):
+        stepcache.apply(pipe, stepcache.FORAConfig(interval=2))
+    pipe.transformer.disable_cache()
+    with stepcache.cached(pipe, stepcache.FORAConfig(interval=2)):
+        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+        with pytest.raises(RuntimeError, match=r"got diffusers' own cache"):
+            pipe(**tiny.flux_call_kwargs(), num_inference_steps=3, output_type="latent")
+        pipe.transformer.disable_cache()
+
+
+def test_a_torch_compile_wrapper_is_refused_with_what_to_do():
+    compiled = torch.compile(tiny.dit(), backend="eager")
+    with pytest.raises(stepcache.UnsupportedModelError, match=r"apply stepcache\s+to the model itself"):
+        stepcache.apply(compiled, stepcache.FORAConfig(interval=2))

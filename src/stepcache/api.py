@@ -48,6 +48,9 @@ def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheH
     if pipe is not None and scheduler is not None:
         raise ValueError("scheduler= is for a bare model in a hand-written loop; a pipeline's runs follow its "
                          "calls and the scheduler it uses")
+    if getattr(model, "is_cache_enabled", False):
+        raise RuntimeError(f"{type(model).__name__} has diffusers' own cache enabled; call "
+                           "model.disable_cache() before applying stepcache (two caches would both skip work)")
     if model in _ACTIVE:
         raise RuntimeError(
             f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
@@ -119,6 +122,9 @@ class CacheHandle:
         return output
 
     def _run_started(self, record: RunRecord) -> None:
+        if getattr(self.model, "is_cache_enabled", False):
+            raise RuntimeError(f"{type(self.model).__name__} got diffusers' own cache (enable_cache) after "
+                               "stepcache was applied; call model.disable_cache() or handle.remove()")
         self._peak_bytes = 0
         self.method.on_run_start(record)
 

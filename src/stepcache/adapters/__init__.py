@@ -31,6 +31,12 @@ def adapter_for(model: nn.Module) -> Adapter:
     for adapter in ADAPTERS:
         if isinstance(model, adapter.model_classes):
             return adapter(model)
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):  # torch.compile(model) returns a wrapper around the model
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is torch.compile's wrapper around a {type(inner).__name__}: apply stepcache "
+            "to the model itself (pipe.transformer = compiled._orig_mod, or apply before compiling) and compile "
+            "in place with model.compile()")
     raise UnsupportedModelError(
         f"stepcache has no adapter for {type(model).__name__}; supported denoisers: "
         + ", ".join(supported_classes())
