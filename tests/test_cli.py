@@ -76,3 +76,15 @@ def test_generate_writes_grid_and_summary(tmp_path, capsys):
     assert summary["cached"]["cached_steps"] == 2 and summary["speedup_macs"] > 1
     assert out.stat().st_size > 0
     assert "MACs" in capsys.readouterr().out
+
+
+def test_help_imports_no_model_code():
+    """`stepcache --help` stays fast: it must not import diffusers' model classes."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stepcache.cli as cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('diffusers' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"

@@ -6,17 +6,34 @@
     handle.remove()
 """
 
-from .adapters import UnsupportedModelError
-from .api import CacheHandle, apply, cached
-from .methods import METHODS, CacheConfig
-from .methods.fora import FORAConfig
-from .methods.delta_dit import DeltaDiTConfig
-from .methods.teacache import TeaCacheConfig
-from .calibration import calibrate
-from .methods.deepcache import DeepCacheConfig
-from .methods.tgate import TGateConfig
-from .methods.adacache import AdaCacheConfig
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "CacheConfig", "CacheHandle", "DeepCacheConfig", "TeaCacheConfig", "UnsupportedModelError", "apply", "cached", "calibrate", "FORAConfig", "DeltaDiTConfig", "TGateConfig", "AdaCacheConfig"]
+# public name -> module that defines it. Imported on first use, so `stepcache --help` and other
+# commands that need no model do not import every diffusers model class (seconds).
+_EXPORTS = {
+    "UnsupportedModelError": ".adapters",
+    "CacheHandle": ".api", "apply": ".api", "cached": ".api",
+    "METHODS": ".methods", "CacheConfig": ".methods",
+    "FORAConfig": ".methods.fora", "DeltaDiTConfig": ".methods.delta_dit", "TeaCacheConfig": ".methods.teacache",
+    "DeepCacheConfig": ".methods.deepcache", "TGateConfig": ".methods.tgate", "AdaCacheConfig": ".methods.adacache",
+    "calibrate": ".calibration",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stepcache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
