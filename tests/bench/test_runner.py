@@ -31,7 +31,7 @@ def test_records_and_fewer_steps_baseline(tmp_path):
     saved = json.loads((tmp_path / "r.json").read_text())
     assert [r["label"] for r in saved["records"]] == [r["label"] for r in records]
     assert saved["records"][1]["config"] == {"method": "toy", "interval": 2, "scale": 1.0, "warmup": 0, "cooldown": 0}
-    assert saved["run"]["torch"] and saved["run"]["date"]
+    assert saved["run"]["torch"] and saved["run"]["date"] and saved["schema_version"] == 1
     assert (tmp_path / "p.png").stat().st_size > 0
     text = benchmarks_markdown([{"model": "tiny", "records": records, "plot": "p.png"}], run_info(torch.device("cpu")),
                                "cmd", [], quick=True)
@@ -90,3 +90,16 @@ def test_each_timed_run_follows_an_uncached_run():
     ratios = [r / t for r, t in zip(cached["reference_wall_s"]["runs"], cached["wall_s"]["runs"])]
     assert len(ratios) == 3 and cached["speedup_wall"] == statistics.median(ratios)
     assert uncached["reference_wall_s"] is None and pipe.transformer not in api._ACTIVE
+
+
+def test_results_files_are_readable_by_others_like_any_file_the_user_writes(tmp_path):
+    import os
+
+    from stepcache.bench.records import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "r.json", {"records": []})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644

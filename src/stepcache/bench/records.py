@@ -3,6 +3,12 @@
 The file is replaced (write to a temporary file, then ``os.replace``) after every record,
 so an interrupted benchmark leaves a valid JSON with every finished record and never a
 half-written one.
+
+Layout (``SCHEMA_VERSION`` 1): ``{"schema_version": 1, "run": {...}, "records": [...]}``. ``run`` says
+where and how (versions, threads, date, the sampler's setup); each record has ``kind``
+("uncached", "cached", "fewer_steps", "peer", "peer_not_run"), ``label``, ``config`` (every field),
+the step counts, MACs and speedups, wall times, fidelity and, for zoo models, distribution scores.
+A change to that layout raises the version.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+SCHEMA_VERSION = 1
 
 
 def run_info(device: torch.device) -> dict:
@@ -57,7 +65,7 @@ class ResultsFile:
 
     def add(self, record: dict) -> None:
         self.records.append(public(record))
-        write_json_atomic(self.path, {"run": self.info, "records": self.records})
+        write_json_atomic(self.path, {"schema_version": SCHEMA_VERSION, "run": self.info, "records": self.records})
 
 
 def public(record: dict) -> dict:
@@ -70,12 +78,20 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     text = json.dumps(_finite(payload), indent=2, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); a results file is for everyone who may read the folder
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _finite(value: Any) -> Any:
