@@ -164,4 +164,6 @@ def test_front_value_interpolates_along_the_pareto_front():
     assert front_value(points, 1.75)[0] == pytest.approx(28.0)
     assert front_value(points, 2.5)[0] == pytest.approx(23.0)
     assert front_value(points, 3.05)[0] == 20.0  # within 2% of the front's end
-    assert front_value(points, 1.2) is None and front_value(points, 3.5) is None and front_value([], 2.0) is None
+    assert front_value(points, 1.2)[::2] == (30.0, True)  # a faster config reaches 30 dB: a lower bound
+    assert front_value(points, 2.5)[2] is False
+    assert front_value(points, 3.5) is None and front_value([], 2.0) is None
