@@ -192,7 +192,7 @@ class StepClock:
         signature = (tuple(sample.shape), sample.dtype, sample.device)
         if self._pending_steps is not None:
             self._driven_by_scheduler = self._pending_steps == -1
-            self._begin(signature, self._scheduler_steps() if self._driven_by_scheduler else
+            self._begin(signature, scheduler_steps(self._scheduler) if self._driven_by_scheduler else
                         self._pending_steps or None, None)
         elif not self._run_open or signature != self._signature:
             self._driven_by_scheduler = False
@@ -222,9 +222,6 @@ class StepClock:
         self._last_timestep = None
         self.record = RunRecord(num_steps=num_steps, segments=segments)
         self._on_run_start(self.record)
-
-    def _scheduler_steps(self) -> int | None:
-        return scheduler_steps(self._scheduler)
 
     def _close_step(self) -> None:
         self._step_open = False
