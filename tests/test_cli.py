@@ -72,7 +72,7 @@ def test_generate_writes_grid_and_summary(tmp_path, capsys):
     assert cli.main(argv) == 0
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["config"] == {"method": "fora", "interval": 2, "sublayers": None, "warmup": 0, "cooldown": 0,
-                                 "order": 0}
+                                 "convention": "stepcache", "order": 0}
     assert summary["cached"]["cached_steps"] == 2 and summary["speedup_macs"] > 1
     assert out.stat().st_size > 0
     assert "MACs" in capsys.readouterr().out

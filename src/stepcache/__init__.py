@@ -24,10 +24,13 @@ _EXPORTS = {
     "calibrate": ".calibration",
 }
 
-__all__ = sorted(_EXPORTS)
+_SUBMODULES = ("presets",)  # stepcache.presets.get("deepcache-sd15")
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # the import binds it as an attribute
     if name not in _EXPORTS:
         raise AttributeError(f"module 'stepcache' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
@@ -36,4 +39,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

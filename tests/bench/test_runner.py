@@ -30,7 +30,8 @@ def test_records_and_fewer_steps_baseline(tmp_path):
     assert cached["fidelity"]["psnr"] < 100 and 0 < cached["fidelity"]["ssim"] < 1
     saved = json.loads((tmp_path / "r.json").read_text())
     assert [r["label"] for r in saved["records"]] == [r["label"] for r in records]
-    assert saved["records"][1]["config"] == {"method": "toy", "interval": 2, "scale": 1.0, "warmup": 0, "cooldown": 0}
+    assert saved["records"][1]["config"] == {"method": "toy", "interval": 2, "scale": 1.0, "warmup": 0, "cooldown": 0,
+                                          "convention": "stepcache"}
     assert saved["run"]["torch"] and saved["run"]["date"] and saved["schema_version"] == 1
     assert (tmp_path / "p.png").stat().st_size > 0
     text = benchmarks_markdown([{"model": "tiny", "records": records, "plot": "p.png"}], run_info(torch.device("cpu")),

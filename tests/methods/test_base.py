@@ -117,3 +117,25 @@ def test_shared_options_are_keyword_only_so_positions_stay():
     assert stepcache.FORAConfig(2).interval == 2
     with pytest.raises(TypeError):
         stepcache.TGateConfig(order=1)  # T-GATE reuses nothing it could forecast
+
+
+@pytest.mark.parametrize("name", REUSERS)
+def test_reference_convention_keeps_the_shared_options(name):
+    build, run, config = REUSERS[name]
+    pipe = build()
+    reference = run(pipe, STEPS)
+    with stepcache.cached(pipe, config(convention="reference", order=1, warmup=STEPS)) as handle:
+        assert torch.equal(run(pipe, STEPS), reference)  # every step full: the uncached output, bit for bit
+        assert handle.stats()["cached_steps"] == 0
+    _, stats = _run(name, warmup=3, cooldown=2, order=1, convention="reference")
+    assert stats["cached_step_indices"] and all(3 <= s < STEPS - 2 for s in stats["cached_step_indices"])
+
+
+@pytest.mark.parametrize("name", sorted(stepcache.METHODS))
+def test_every_config_takes_a_convention_keyword(name):
+    cls = stepcache.METHODS[name]
+    assert cls().convention == "stepcache" and not cls().reference
+    assert cls(convention="reference").reference
+    with pytest.raises(ValueError, match=rf"{cls.__name__}.convention must be one of 'stepcache', 'reference', "
+                                         r"got 'paper'"):
+        cls(convention="paper")

@@ -1,5 +1,12 @@
 """DeepCache on U-Nets: exactness, executed MACs against the schedule, CFG branches, pipelines, errors."""
 
+import ast
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, UNet2DModel
@@ -8,7 +15,7 @@ import stepcache
 import tiny
 from stepcache import DeepCacheConfig
 from stepcache.bench.macs import macs_by_module, macs_of
-from stepcache.core.schedules import nonuniform_full_steps, uniform_full_steps
+from stepcache.core.schedules import deepcache_reference_full_steps, nonuniform_full_steps, uniform_full_steps
 
 
 def _skip_unet():
@@ -303,3 +310,87 @@ def test_uniform_schedule_matches_the_deepcache_package_at_every_cache_branch_id
 def test_a_layer_past_the_level_is_an_error_naming_its_layers():
     with pytest.raises(ValueError, match=r"layer must be an integer in \[0, 1\] \(or None: the whole level\)"):
         stepcache.apply(tiny.unet_condition(), DeepCacheConfig(branch=1, layer=2))
+
+
+def _deepcache_repository_function(name):
+    """A function of the DeepCache package's SD pipeline module, run from the installed package's source.
+
+    The module itself imports diffusers names removed since (PositionNet), so it cannot be imported here;
+    the schedule function needs only numpy.
+    """
+    package = pytest.importorskip("DeepCache")
+    path = Path(package.__file__).parent / "sd" / "pipeline_stable_diffusion.py"
+    tree = ast.parse(path.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    namespace = {"np": np}
+    exec(compile(ast.Module([node], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace[name]
+
+
+def _package_non_uniform_steps(steps, interval, center, power):
+    """The full steps the package's SD pipeline runs for uniform=False (its __call__, step 7)."""
+    sample_from_quad_center = _deepcache_repository_function("sample_from_quad_center")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy's ComplexWarning: the package drops the imaginary parts
+        indices, _ = sample_from_quad_center(steps, math.ceil(steps / interval), center=center, pow=power)
+    return sorted(int(i) for i in indices)
+
+
+@pytest.mark.parametrize("steps", [10, 12, 25, 50, 100])
+@pytest.mark.parametrize("interval", [2, 3, 5])
+def test_reference_non_uniform_schedule_is_the_deepcache_packages(steps, interval):
+    for center in sorted({0, 1, 3, steps // 4, steps // 3, steps // 2}):
+        for power in (1.2, 1.4, 1.6):
+            try:
+                expected = _package_non_uniform_steps(steps, interval, center, power)
+            except ValueError:
+                with pytest.raises(ValueError, match="no power"):
+                    deepcache_reference_full_steps(steps, interval, center, power)
+                continue
+            assert deepcache_reference_full_steps(steps, interval, center, power) == expected, (center, power)
+
+
+def test_the_two_non_uniform_maps_differ_off_center_zero():
+    # the issue's example: the package's complex power against stepcache's sign-preserving map
+    assert deepcache_reference_full_steps(50, 5, 15, 1.4) == [0, 5, 9, 13, 17, 21, 26, 31, 37, 43]
+    assert nonuniform_full_steps(50, 5, 15, 1.4) == [0, 6, 11, 14, 15, 19, 24, 29, 35, 42]
+    assert deepcache_reference_full_steps(50, 5, 0, 1.4) == nonuniform_full_steps(50, 5, 0, 1.4)
+
+
+@pytest.mark.parametrize("steps,config", [
+    (50, stepcache.presets.get("deepcache-sd15")),
+    (12, DeepCacheConfig(interval=3, branch=1, schedule="non-uniform", center=4, power=1.4, convention="reference")),
+])
+def test_reference_non_uniform_schedule_matches_the_deepcache_package_bit_for_bit(steps, config):
+    """The package's helper (cache_branch_id = 3 * branch + layer) refreshing at the steps the package's own
+    non-uniform schedule gives: its helper runs only uniform schedules, and its non-uniform SD pipeline needs
+    an older diffusers, so the helper is driven by the pipeline's schedule function."""
+    package = pytest.importorskip("DeepCache")
+    full_steps = _package_non_uniform_steps(steps, config.interval, config.center, config.power)
+
+    class NonUniformHelper(package.DeepCacheSDHelper):
+        def is_skip_step(self, block_i, layer_i, blocktype="down"):
+            if self.cur_timestep in full_steps:
+                return False
+            return super().is_skip_step(block_i, layer_i, blocktype)  # skip_mode non-uniform: the cache point
+
+    pipe, call_kwargs = _pipeline("sd")
+    layers = len(pipe.unet.down_blocks[0].resnets)
+    layer = layers if config.layer is None else config.layer
+    helper = NonUniformHelper(pipe=pipe)
+    helper.set_params(cache_interval=config.interval, cache_branch_id=3 * config.branch + layer,
+                      skip_mode="non-uniform")
+    helper.enable()
+    try:
+        expected = _images(pipe, call_kwargs, steps=steps)
+    finally:
+        helper.disable()
+    with stepcache.cached(pipe, config) as handle:
+        images = _images(pipe, call_kwargs, steps=steps)
+        stats = handle.stats()
+    assert stats["full_step_indices"] == full_steps
+    assert torch.equal(images, expected)
+    # stepcache's own map refreshes elsewhere, so the images differ
+    with stepcache.cached(pipe, dataclasses.replace(config, convention="stepcache")) as handle:
+        assert not torch.equal(_images(pipe, call_kwargs, steps=steps), expected)
+        assert handle.stats()["full_step_indices"] != full_steps

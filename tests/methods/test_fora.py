@@ -131,3 +131,52 @@ def test_a_lora_on_the_adaln_projections_applies_on_reusing_steps(family):
         assert handle.stats()["gate_only_modulations"] > 0
     # the LoRA and its merged weights compute the same gates up to rounding
     tiny.assert_within_rounding(live, merged, tiny.TINY_RUN_EPS)
+
+
+def _fora_reference_port(pipe, steps, interval):
+    """FORA's ``boost_infer_static`` (its repository's src/models.py, DiTBlock.forward) on diffusers' DiT blocks.
+
+    The reference loop counts its steps down (i = T-1 .. 0, gaussian_diffusion.py); every block computes
+    its adaLN modulation, and its attention and MLP outputs (before their gates) are computed and cached
+    when ``i == T-1 or i % N == 0`` and taken from the cache otherwise. Installed as plain forward
+    replacements, none of stepcache's machinery; returns a function that undoes it.
+    """
+    calls = [0]  # denoiser calls so far: one per step (the DiT pipeline batches its CFG halves)
+    cache = {}
+    modules = [(layer, name, getattr(block, name)) for layer, block in enumerate(pipe.transformer.transformer_blocks)
+               for name in ("attn1", "ff")]
+    for layer, name, module in modules:
+        def forward(*args, _key=(layer, name), _original=module.forward, **kwargs):
+            i = steps - 1 - calls[0]
+            if i == steps - 1 or i % interval == 0:
+                cache[_key] = _original(*args, **kwargs)
+            return cache[_key]
+
+        module.forward = forward
+    counter = pipe.transformer.register_forward_hook(lambda module, args, output: calls.__setitem__(0, calls[0] + 1))
+
+    def remove():
+        counter.remove()
+        for _, _, module in modules:
+            del module.forward
+
+    return remove
+
+
+@pytest.mark.parametrize("steps,interval", [(8, 3), (7, 4), (5, 3), (9, 2), (4, 6)])
+def test_reference_convention_matches_a_port_of_foras_code_bit_for_bit(steps, interval):
+    pipe = pipeline("dit")
+    remove = _fora_reference_port(pipe, steps, interval)
+    expected = generate(pipe, "dit", steps)
+    remove()
+    config = stepcache.FORAConfig(interval=interval, convention="reference")
+    with stepcache.cached(pipe, config) as handle:
+        assert torch.equal(generate(pipe, "dit", steps), expected)
+        stats = handle.stats()
+    full = [j for j in range(steps) if j == 0 or (steps - 1 - j) % interval == 0]
+    assert stats["full_step_indices"] == full and full[-1] == steps - 1
+    assert stats["gate_only_modulations"] == 0  # the reference computes every adaLN chunk
+    if (steps - 1) % interval and interval < steps:  # forward counting refreshes at other steps (N < T only)
+        with stepcache.cached(pipe, stepcache.FORAConfig(interval=interval)) as handle:
+            assert not torch.equal(generate(pipe, "dit", steps), expected)
+            assert handle.stats()["full_step_indices"] == list(range(0, steps, interval))

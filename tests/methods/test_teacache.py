@@ -1,9 +1,13 @@
 """TeaCache: exact at threshold 0, skips more as the threshold grows, MAC-exact, CFG branches kept apart."""
 
+import dataclasses
 import math
+import types
 
+import numpy as np
 import pytest
 import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 import stepcache
 import tiny
@@ -223,3 +227,88 @@ def test_without_coefficients_it_warns_and_uses_the_identity():
 def test_u_nets_are_not_supported():
     with pytest.raises(UnsupportedModelError, match="TeaCacheConfig works on"):
         stepcache.apply(tiny.unet_condition(), TeaCacheConfig(coefficients=LINEAR))
+
+
+class _TeaCache4FluxState:
+    """The attributes TeaCache4FLUX sets on FluxTransformer2DModel (enable_teacache, cnt, num_steps, ...)."""
+
+    def __init__(self, num_steps: int, threshold: float, coefficients):
+        self.cnt, self.num_steps, self.rel_l1_thresh, self.coefficients = 0, num_steps, threshold, list(coefficients)
+        self.accumulated_rel_l1_distance = 0
+        self.previous_modulated_input = self.previous_residual = None
+        self.skipped: list[int] = []
+
+
+def _teacache4flux_forward(self, hidden_states, encoder_hidden_states=None, pooled_projections=None, timestep=None,
+                           img_ids=None, txt_ids=None, guidance=None, joint_attention_kwargs=None, return_dict=True,
+                           **unused):
+    """TeaCache4FLUX's ``teacache_forward`` (TeaCache repository, TeaCache4FLUX/teacache_flux.py), ported to
+    diffusers 0.42's FluxTransformer2DModel.forward (whose single-stream blocks take and return both streams);
+    without the ControlNet, LoRA-scale and gradient-checkpointing branches, which these tests do not use."""
+    state = self._teacache
+    hidden_states = self.x_embedder(hidden_states)
+    timestep = timestep.to(hidden_states.dtype) * 1000
+    guidance = None if guidance is None else guidance.to(hidden_states.dtype) * 1000
+    temb = (self.time_text_embed(timestep, pooled_projections) if guidance is None
+            else self.time_text_embed(timestep, guidance, pooled_projections))
+    encoder_hidden_states = self.context_embedder(encoder_hidden_states)
+    image_rotary_emb = self.pos_embed(torch.cat((txt_ids, img_ids), dim=0))
+
+    inp = hidden_states.clone()
+    temb_ = temb.clone()
+    modulated_inp, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.transformer_blocks[0].norm1(inp, emb=temb_)
+    if state.cnt == 0 or state.cnt == state.num_steps - 1:
+        should_calc = True
+        state.accumulated_rel_l1_distance = 0
+    else:
+        rescale_func = np.poly1d(state.coefficients)
+        state.accumulated_rel_l1_distance += rescale_func(((modulated_inp - state.previous_modulated_input).abs().mean()
+                                                           / state.previous_modulated_input.abs().mean()).cpu().item())
+        if state.accumulated_rel_l1_distance < state.rel_l1_thresh:
+            should_calc = False
+        else:
+            should_calc = True
+            state.accumulated_rel_l1_distance = 0
+    state.previous_modulated_input = modulated_inp
+    if not should_calc:
+        state.skipped.append(state.cnt)
+    state.cnt += 1
+    if state.cnt == state.num_steps:
+        state.cnt = 0
+
+    if not should_calc:
+        hidden_states += state.previous_residual
+    else:
+        ori_hidden_states = hidden_states.clone()
+        for block in [*self.transformer_blocks, *self.single_transformer_blocks]:
+            encoder_hidden_states, hidden_states = block(
+                hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states, temb=temb,
+                image_rotary_emb=image_rotary_emb, joint_attention_kwargs=joint_attention_kwargs)
+        state.previous_residual = hidden_states - ori_hidden_states
+    output = self.proj_out(self.norm_out(hidden_states, temb))
+    return (output,) if not return_dict else Transformer2DModelOutput(sample=output)
+
+
+@pytest.mark.parametrize("threshold,coefficients,clamp_matters", [
+    (0.4, stepcache.presets.TEACACHE_FLUX_COEFFICIENTS, False),  # the published FLUX polynomial: positive on [0, 1]
+    (0.01, (1.0, -0.065), True),  # negative on this tiny model's smaller distances: the reference's sum falls there
+])
+def test_reference_convention_matches_a_port_of_teacache4flux_bit_for_bit(threshold, coefficients, clamp_matters):
+    steps = 10
+    pipe = pipeline("flux")
+    model = pipe.transformer
+    model._teacache = _TeaCache4FluxState(steps, threshold, coefficients)
+    model.forward = types.MethodType(_teacache4flux_forward, model)
+    expected = generate(pipe, "flux", steps)
+    skipped = model._teacache.skipped
+    del model.forward, model._teacache
+    config = TeaCacheConfig(threshold=threshold, coefficients=coefficients, convention="reference")
+    with stepcache.cached(pipe, config) as handle:
+        assert torch.equal(generate(pipe, "flux", steps), expected)
+        assert handle.stats()["cached_step_indices"] == skipped and 0 < len(skipped) < steps - 2
+    # stepcache's convention counts a negative estimate as 0, so it stops skipping sooner
+    with stepcache.cached(pipe, dataclasses.replace(config, convention="stepcache")) as handle:
+        clamped = generate(pipe, "flux", steps)
+        clamped_skipped = handle.stats()["cached_step_indices"]
+    assert torch.equal(clamped, expected) is not clamp_matters
+    assert (set(clamped_skipped) < set(skipped)) is clamp_matters

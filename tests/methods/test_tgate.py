@@ -1,5 +1,7 @@
 """T-GATE: exactness without gating, the gate's CFG average, single-branch steps, MACs, errors."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,7 +10,8 @@ import tiny
 from transformer_pipes import assert_each_call_starts_afresh
 from stepcache.adapters import CROSS_ATTN, SELF_ATTN, adapter_for
 from stepcache.bench.macs import macs_by_module, macs_of
-from stepcache.core.schedules import tgate_self_attn_reuse_steps
+from stepcache.core.hooks import HookSet
+from stepcache.core.schedules import tgate_self_attn_reuse_steps, tgate_self_attn_reused
 
 STEPS = 5
 
@@ -180,7 +183,82 @@ def test_run_level_errors():
     ("gate_step", 0, r"\[1, inf\]"), ("gate_step", 1.5, r"\[0.0, 1.0\]"), ("gate_step", 0.0, r"\(0.0, 1.0\]"),
     ("gate_step", "10", "step index"), ("self_attn_interval", 0, r"\[1, inf\]"),
     ("self_attn_warmup", -1, r"\[0, inf\]"), ("cfg", "both", "'auto', 'batched'"),
+    ("self_attn_interval_after_gate", 0, r"\[1, inf\]"), ("convention", "paper", "'stepcache', 'reference'"),
 ])
 def test_bad_parameters_name_the_allowed_range(field, value, allowed):
     with pytest.raises(ValueError, match=f"TGateConfig.{field} must be .*{allowed}"):
         stepcache.TGateConfig(**{field: value})
+
+
+TGATE_LOADERS = {"sd": "TgateSDLoader", "sdxl": "TgateSDXLLoader", "pixart": "TgatePixArtAlphaLoader"}
+
+
+def _tgate_package_run(name, steps, config):
+    """The tgate package's own pipeline call (a fresh pipeline: the package rewrites its attention forwards)."""
+    package = pytest.importorskip("tgate")
+    build, call_kwargs = PIPELINES[name]
+    pipe = getattr(package, TGATE_LOADERS[name])(build())
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        return pipe.tgate(**call_kwargs(), num_inference_steps=steps, guidance_scale=3.0, output_type="latent",
+                          generator=torch.Generator().manual_seed(0), gate_step=config.gate_step,
+                          sp_interval=config.self_attn_interval, fi_interval=config.self_attn_interval_after_gate,
+                          warm_up=config.self_attn_warmup).images
+
+
+def _stepcache_run(name, steps, config):
+    build, call_kwargs = PIPELINES[name]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    with stepcache.cached(pipe, config) as handle, torch.no_grad():
+        images = pipe(**call_kwargs(), num_inference_steps=steps, guidance_scale=3.0, output_type="latent",
+                      generator=torch.Generator().manual_seed(0)).images
+        return images, handle.stats()
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+@pytest.mark.parametrize("steps,config", [
+    (25, stepcache.presets.get("tgate-sdxl")),
+    (25, stepcache.presets.get("tgate-pixart")),
+    # fi_interval 2: the gate step reuses the self-attention the step before it stored as the CFG mean
+    (10, stepcache.TGateConfig(gate_step=7, self_attn_interval=3, self_attn_warmup=1, self_attn_interval_after_gate=2,
+                               convention="reference")),
+])
+def test_reference_convention_matches_the_tgate_package_bit_for_bit(name, steps, config):
+    expected = _tgate_package_run(name, steps, config)
+    images, stats = _stepcache_run(name, steps, config)
+    assert torch.equal(images, expected)
+    assert stats["self_attn_reused_steps"] == tgate_self_attn_reused(
+        steps, config.gate_step, config.self_attn_interval, config.self_attn_warmup,
+        config.self_attn_interval_after_gate, reference=True)
+    # stepcache's convention counts the self-attention interval from the warm-up: other steps, other images
+    assert not torch.equal(_stepcache_run(name, steps, dataclasses.replace(config, convention="stepcache"))[0],
+                           expected)
+
+
+def test_self_attention_schedules_of_both_conventions():
+    # the published SDXL setting (25 steps, gate 10, sp_interval 5, warm_up 2)
+    assert tgate_self_attn_reused(25, 10, 5, 2, 1, reference=True) == [3, 4, 6, 7, 8]
+    assert tgate_self_attn_reused(25, 10, 5, 2, 1) == [3, 4, 5, 6, 8, 9]
+    # PixArt's (gate 15, sp_interval 3, warm_up 2)
+    assert tgate_self_attn_reused(25, 15, 3, 2, 1, reference=True) == [4, 5, 7, 8, 10, 11, 13]
+    # after the gate: every second step from the gate on, or wherever i % 2 == 0 (the package)
+    assert tgate_self_attn_reused(10, 5, 1, 0, 2) == [6, 8]
+    assert tgate_self_attn_reused(10, 5, 1, 0, 2, reference=True) == [5, 7, 9]
+
+
+def test_self_attention_interval_after_the_gate_reuses_in_between():
+    pipe = tiny.sd_pipeline()
+    reference = _generate(pipe, tiny.sd_call_kwargs)
+    config = stepcache.TGateConfig(gate_step=2, self_attn_interval_after_gate=2)
+    calls = []
+    probe = HookSet()  # under stepcache's wrappers: sees only the calls that really compute
+    for module in _attn_modules(pipe.unet, SELF_ATTN):
+        probe.wrap(module, lambda original, *a, **k: calls.append(1) or original(*a, **k))
+    with stepcache.cached(pipe, config) as handle:
+        images = _generate(pipe, tiny.sd_call_kwargs)
+        stats = handle.stats()
+    probe.remove()
+    assert stats["self_attn_reused_steps"] == [3]  # steps 2 and 4 compute it (gate 2), step 3 reuses step 2's
+    assert len(calls) == len(_attn_modules(pipe.unet, SELF_ATTN)) * (STEPS - 1)
+    assert not torch.equal(images, reference)

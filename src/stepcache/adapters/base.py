@@ -80,6 +80,19 @@ class Adapter:
         """The norm ``modulated_input`` calls, which the block's own forward calls again with the same arguments."""
         raise NotImplementedError(f"{self.family} models have no timestep-modulated block input")
 
+    def gated_attention(self, block: nn.Module) -> tuple[nn.Module, nn.Module | None] | None:
+        """(the block's self-attention, the module whose output holds the gate the block multiplies its output
+        by, or None where the block computes that gate itself), or None for a block without a gated
+        self-attention output of its own. AdaCache's reference signal is that gated output."""
+        return None
+
+    def attention_residual(self, block: nn.Module, attention_output: Any, gate_output: Any, args: tuple,
+                           kwargs: dict) -> torch.Tensor:
+        """What the block adds to its (image) tokens from its self-attention, in the block's own arithmetic:
+        the gate times ``attention_output``. ``gate_output`` is the output of the gate module that
+        ``gated_attention`` names (None if it names none); ``args``, ``kwargs`` are the block's."""
+        raise NotImplementedError(f"{self.family} blocks have no gated self-attention output")
+
     def block_kind(self, block: nn.Module) -> str:
         """A name for blocks of different structure within one model (FLUX: dual / single)."""
         return type(block).__name__
@@ -110,3 +123,10 @@ class JointStreamAdapter(Adapter):
         hidden, encoder_hidden = state
         # SD3's last block is "context_pre_only": it hands no text tokens on
         return (None if getattr(block, "context_pre_only", False) else encoder_hidden), hidden
+
+    def gated_attention(self, block):
+        # joint blocks: attn returns (image, text) outputs; norm1's output[1] is the image stream's gate
+        return block.attn, block.norm1
+
+    def attention_residual(self, block, attention_output, gate_output, args, kwargs):
+        return gate_output[1].unsqueeze(1) * attention_output[0]

@@ -33,3 +33,10 @@ class DiTAdapter(Adapter):
 
     def modulation_norm(self, block):
         return block.norm1
+
+    def gated_attention(self, block):
+        return (block.attn1, block.norm1) if block.norm_type == "ada_norm_zero" else None
+
+    def attention_residual(self, block, attention_output, gate_output, args, kwargs):
+        # BasicTransformerBlock, "ada_norm_zero": norm1 returns (x, gate_msa, shift_mlp, scale_mlp, gate_mlp)
+        return gate_output[1].unsqueeze(1) * attention_output

@@ -41,5 +41,9 @@ class FluxAdapter(JointStreamAdapter):
         # a single-stream block's own call normalises a concatenation of its own: no shared call
         return block.norm if isinstance(block, FluxSingleTransformerBlock) else block.norm1
 
+    def gated_attention(self, block):
+        # a single-stream block adds attention and MLP through one projection: no attention output of its own
+        return None if isinstance(block, FluxSingleTransformerBlock) else super().gated_attention(block)
+
     def block_kind(self, block):
         return "single" if isinstance(block, FluxSingleTransformerBlock) else "dual"

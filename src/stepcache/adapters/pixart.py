@@ -28,3 +28,12 @@ class PixArtAdapter(Adapter):
 
     def modulation_norm(self, block):
         return block.norm1
+
+    def gated_attention(self, block):
+        return block.attn1, None  # the block computes its gates from the timestep itself
+
+    def attention_residual(self, block, attention_output, gate_output, args, kwargs):
+        hidden = self.block_state(block, args, kwargs)[0]
+        timestep = kwarg(args, kwargs, "timestep", 4)
+        gate = (block.scale_shift_table[None] + timestep.reshape(hidden.shape[0], 6, -1)).chunk(6, dim=1)[2]
+        return gate * attention_output

@@ -57,6 +57,35 @@ def nonuniform_full_steps(num_steps: int, interval: int, center: int, power: flo
     )
 
 
+def deepcache_reference_full_steps(num_steps: int, interval: int, center: int, power: float) -> list[int]:
+    """The DeepCache repository's non-uniform schedule, computed as its ``sample_from_quad_center`` does.
+
+    The same ceil(T/N) points as ``nonuniform_full_steps``, but the map is plain ``u ** p``
+    (complex for the negative points, whose real part the repository keeps when it casts
+    to int32) and p is lowered by 0.02 in floating point until the de-duplicated count is
+    right, without checking the indices' range. For center 0 both agree; otherwise the
+    steps before the center come out differently: T=50, N=5, center 15, power 1.4 gives
+    [0, 5, 9, 13, 17, 21, 26, 31, 37, 43] here and [0, 6, 11, 14, 15, 19, 24, 29, 35, 42]
+    in ``nonuniform_full_steps``. Raises ValueError where the repository does.
+    """
+    _check_run(num_steps)
+    if interval < 1:
+        raise ValueError(f"interval must be >= 1, got {interval}")
+    count = math.ceil(num_steps / interval)
+    if interval == 1:
+        return list(range(num_steps))
+    p = power
+    while p > 1:
+        u = np.linspace((-center) ** (1 / p), (num_steps - center) ** (1 / p), count + 1)
+        offsets = np.unique(np.real(u ** p).astype(np.int32))
+        indices = [0] + [int(o) + center for o in offsets[1:-1]]
+        if len(indices) == count:
+            return sorted(indices)
+        p -= 0.02
+    raise ValueError(f"no power in (1, {power}] places {count} full steps around center {center} in a run of "
+                     f"{num_steps} steps (the DeepCache repository's schedule); move the center or lower the interval")
+
+
 def resolve_step(value: int | float, num_steps: int, name: str) -> int:
     """A step given as an index (int) or as a fraction of the run (float in [0, 1]) -> index.
 
@@ -140,14 +169,48 @@ def tgate_self_attn_reuse_steps(num_steps: int, gate_step: int, interval: int, w
     return [i for i in range(max(warmup, 1), gate_step) if (i - warmup) % interval != 0]
 
 
-def adacache_reuse_length(distance: float, codebook: tuple[tuple[float, int], ...]) -> int:
+def tgate_self_attn_reused(num_steps: int, gate_step: int, interval: int, warmup: int, interval_after_gate: int,
+                           reference: bool = False) -> list[int]:
+    """T-GATE's self-attention over a whole run: the steps that reuse it (each from the last step that computed it).
+
+    stepcache's convention: before the gate as ``tgate_self_attn_reuse_steps``; from the gate
+    on, every ``interval_after_gate``-th step counted from the gate computes it and the
+    steps in between reuse it (the gate step computes it: nothing carries across the gate).
+    The reference's (the tgate package's ``tgate_scheduler`` with ``sp_interval`` = ``interval``,
+    ``warm_up`` = ``warmup``, ``fi_interval`` = ``interval_after_gate``): the steps up to
+    ``warmup`` compute it, later steps before the gate reuse it unless ``i % interval == 0``,
+    the step before the gate always computes it (its output is carried across the gate as
+    the CFG mean, like the cross-attention), and from the gate on a step reuses it unless
+    ``i % interval_after_gate == 0``.
+    """
+    reuse = tgate_self_attn_reuse_steps(num_steps, gate_step, interval, warmup)  # checks the arguments
+    if interval_after_gate < 1:
+        raise ValueError(f"need interval_after_gate >= 1, got {interval_after_gate}")
+    after = range(gate_step, num_steps)
+    if reference:
+        return [i for i in range(warmup + 1, gate_step - 1) if i % interval] + \
+            [i for i in after if i % interval_after_gate]
+    return reuse + [i for i in after if (i - gate_step) % interval_after_gate]
+
+
+def adacache_reuse_length(distance: float, codebook: tuple[tuple[float, int], ...], reference: bool = False) -> int:
     """AdaCache's codebook: a residual's rate of change -> for how many steps to reuse it.
 
     ``codebook`` holds (threshold, length) pairs with increasing thresholds; a distance
-    below a threshold gets its length (the first that matches), one at or above every
-    threshold gets 1 (the next step is full again).
+    below a threshold gets its length (the first that matches). One at or above every
+    threshold gets 1 (the next step is full again); with ``reference``, as in the AdaCache
+    repository, the last entry is the fallback: a distance not below any earlier threshold
+    gets the last entry's length, whatever its threshold.
     """
-    for threshold, length in codebook:
+    entries = codebook[:-1] if reference else codebook
+    for threshold, length in entries:
         if distance < threshold:
             return length
-    return 1
+    return codebook[-1][1] if reference else 1
+
+
+def fora_reference_is_full(step: int, num_steps: int, interval: int) -> bool:
+    """FORA's repository schedule: its loop counts down (i = T-1 .. 0) and a step is full when it is
+    the first one or i % N == 0, so the last step (i = 0) is always full. Equals i % N == 0 in
+    forward counting only when (T - 1) % N == 0."""
+    return step == 0 or (num_steps - 1 - step) % interval == 0

@@ -13,10 +13,20 @@ samples and, under split CFG, over both branches (batched CFG has both in its ba
 Running samples on different schedules would split every step's batch, losing the
 batching that makes a step fast, and a shorter reuse than a sample asked for only
 costs time, never fidelity. The rate is read back once per full step.
+
+``convention="reference"`` does what the AdaCache repository (Open-Sora's STDiT3) does:
+the rate is the relative L1 change of the gated self-attention output of the blocks in
+``signal_blocks`` (its ``cache_loc``; default the middle block), pooled over the whole
+batch (and every CFG branch), divided by the reuse length in force rather than the steps
+since the last full one, and averaged over those blocks; a rate not below any threshold
+but the last gets the last entry's length; and the last two steps are always full. The
+repository adds each block's cached attention and MLP residuals where stepcache adds the
+range's residual once: the same sum, so outputs agree up to float rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -43,9 +53,13 @@ class AdaCacheConfig(ReuseConfig):
     families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
 
     # (threshold, reuse length) pairs, thresholds increasing, lengths >= 1 and not increasing;
-    # a rate at or above every threshold reuses for 1 step (the next step is full)
+    # a rate at or above every threshold reuses for 1 step (the next step is full; convention="reference":
+    # a rate not below any threshold but the last reuses for the last entry's length)
     codebook: tuple[tuple[float, int], ...] = DEFAULT_CODEBOOK
     blocks: tuple[int, int] | None = None  # [start, end) block range cached; None = the whole stack
+    # convention="reference" only: the blocks whose gated self-attention output gives the rate (the
+    # reference's cache_loc); None = the middle one of the blocks that have one
+    signal_blocks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,6 +82,16 @@ class AdaCacheConfig(ReuseConfig):
                 raise ValueError(f"{name}.blocks must be None or a (start, end) pair, got {self.blocks!r}")
             validate.check_int(name, "blocks start", self.blocks[0], 0)
             validate.check_int(name, "blocks end", self.blocks[1], self.blocks[0] + 1)
+        if self.signal_blocks is not None:
+            if not self.reference:
+                raise ValueError(f"{name}.signal_blocks is read only by convention='reference' (the reference's "
+                                 "cache_loc); stepcache's convention measures the cached range's residual")
+            if not isinstance(self.signal_blocks, tuple) or not self.signal_blocks or \
+                    len(set(self.signal_blocks)) != len(self.signal_blocks):
+                raise ValueError(f"{name}.signal_blocks must be None or a non-empty tuple of distinct block "
+                                 f"indices, got {self.signal_blocks!r}")
+            for index in self.signal_blocks:
+                validate.check_int(name, "signal_blocks entry", index, 0)
 
     def build(self, adapter, clock) -> "AdaCache":
         return AdaCache(self, adapter, clock)
@@ -79,10 +103,13 @@ class AdaCache(CacheMethod):
         blocks = adapter.blocks()
         self.block_range = config.blocks or (0, len(blocks))
         self.skip = ResidualSkip(adapter, blocks, [self.block_range], self._decide, clock, self.new_forecast())
+        self.signal = _AttentionSignal(adapter, blocks, config.signal_blocks) if config.reference else None
         self._reset_schedule()
 
     def install(self, hooks) -> None:
         self.skip.install(hooks)
+        if self.signal is not None:
+            self.signal.install(hooks)
 
     def _decide(self, args, kwargs):
         return 0 if self._skip_call else None
@@ -106,12 +133,17 @@ class AdaCache(CacheMethod):
     def clear(self) -> None:
         self.skip.clear()
         self._rate = None
+        if self.signal is not None:
+            self.signal.clear()
 
     def cache_tensors(self):
-        return self.skip.deltas.tensors()
+        return [self.skip.deltas.tensors(), self.signal.tensors() if self.signal is not None else ()]
 
     def extra_stats(self) -> dict:
-        return {"block_range": self.block_range, "rates": list(self.rates), "reuse_lengths": list(self.reuse_lengths)}
+        stats = {"block_range": self.block_range, "rates": list(self.rates), "reuse_lengths": list(self.reuse_lengths)}
+        if self.signal is not None:
+            stats["signal_blocks"] = list(self.signal.indices)
+        return stats
 
     # -- denoiser calls -------------------------------------------------------------------
     def model_call(self, ctx, forward, args, kwargs):
@@ -122,6 +154,9 @@ class AdaCache(CacheMethod):
         if self._skip_call:
             self.mark_cached()
             return forward(*args, **kwargs)
+        if self.signal is not None:
+            with self.signal.measuring(ctx.branch):
+                return forward(*args, **kwargs)
         previous = self.skip.deltas.latest((0, ctx.branch))
         output = forward(*args, **kwargs)
         if previous is not None:
@@ -135,20 +170,131 @@ class AdaCache(CacheMethod):
             self._schedule_next_full()
         self._step = step
         self._reuse_now = step < self._next_full and not self.must_run_full(step, num_steps)
+        if self.config.reference:
+            if num_steps is None:
+                raise RuntimeError("AdaCacheConfig(convention='reference') keeps the last two steps full and needs "
+                                   "the run's length: pass scheduler= to stepcache.apply() or call "
+                                   "handle.start_run(num_steps) before the loop")
+            self._reuse_now = self._reuse_now and step < num_steps - 2
         if not self._reuse_now:
             self.full_steps.append(step)
 
     def _schedule_next_full(self) -> None:
         """After a full step: how long its residual serves, from the rate it measured."""
+        codebook = self.config.codebook
+        if self.signal is not None:
+            # divided by the reuse length in force, not by the steps since the last full step
+            self._rate = self.signal.rate(self.reuse_lengths[-1] if self.reuse_lengths else 1)
+            if self._rate is not None:
+                # compared as the reference compares a tensor with a Python number: in the tensor's dtype
+                codebook = tuple((torch.tensor(t, dtype=self._rate.dtype).item(), n) for t, n in codebook)
         if self._rate is None:
             length = 1  # the run's first full step has nothing to compare with
         else:
             rate = float(self._rate)  # the one device sync per full step
             self.rates.append(rate)
-            length = adacache_reuse_length(rate, self.config.codebook)
+            length = adacache_reuse_length(rate, codebook, reference=self.config.reference)
         self._rate = None
         self.reuse_lengths.append(length)
         self._next_full = self._step + length
+
+
+class _AttentionSignal:
+    """The reference convention's signal: the gated self-attention outputs of a few blocks at full steps.
+
+    Per block, the L1 norm of its change since the block's last full step and the L1 norm of
+    that earlier output, each over the whole batch and summed over the step's CFG branches;
+    ``rate`` turns them into the reference's number.
+    """
+
+    def __init__(self, adapter, blocks, indices: tuple[int, ...] | None) -> None:
+        gated = [i for i, block in enumerate(blocks) if adapter.gated_attention(block) is not None]
+        if not gated:
+            raise ValueError(f"AdaCacheConfig(convention='reference') measures a block's gated self-attention, "
+                             f"and no block of this {type(adapter.model).__name__} has one")
+        if indices is None:
+            indices = (gated[(len(gated) - 1) // 2],)  # the repository's 13 of 28 blocks
+        for index in indices:
+            if index not in gated:
+                raise ValueError(f"AdaCacheConfig.signal_blocks has {index}, which is not a block of this "
+                                 f"{type(adapter.model).__name__} with a gated self-attention; allowed: {gated}")
+        self.adapter = adapter
+        self.indices = tuple(sorted(indices))  # measured and averaged in the order the model runs them
+        self.blocks = [blocks[i] for i in self.indices]
+        self._branch: int | None = None  # the CFG branch of the full call in progress; None: not measuring
+        self._call: dict[int, tuple] = {}  # signal slot -> (block args, kwargs, gate output) of this call
+        self._previous: dict[tuple[int, int], torch.Tensor] = {}  # (slot, branch) -> output at its last full step
+        self._norms: dict[int, list] = {}  # slot -> [L1 of the change, L1 of the earlier output] this step
+
+    def install(self, hooks) -> None:
+        for slot, block in enumerate(self.blocks):
+            attention, gate_module = self.adapter.gated_attention(block)
+            hooks.wrap(block, self._record(slot, 0))
+            if gate_module is not None:
+                hooks.wrap(gate_module, self._record(slot, 2))
+            hooks.wrap(attention, self._measure(slot, block))
+
+    def _record(self, slot: int, position: int):
+        def forward(original, *args, **kwargs):
+            if self._branch is None:
+                return original(*args, **kwargs)
+            if position == 0:  # the block: its inputs, which PixArt's gate is computed from
+                self._call[slot] = (args, kwargs, None)
+                return original(*args, **kwargs)
+            output = original(*args, **kwargs)
+            if slot in self._call:
+                self._call[slot] = (*self._call[slot][:2], output)
+            return output
+
+        return forward
+
+    def _measure(self, slot: int, block):
+        def forward(original, *args, **kwargs):
+            output = original(*args, **kwargs)
+            if self._branch is not None and slot in self._call:
+                block_args, block_kwargs, gate_output = self._call.pop(slot)
+                residual = self.adapter.attention_residual(block, output, gate_output, block_args, block_kwargs)
+                key = (slot, self._branch)
+                previous = self._previous.get(key)
+                if previous is not None:
+                    dims = tuple(range(residual.ndim))
+                    change, scale = (previous - residual).norm(dim=dims, p=1), previous.norm(dim=dims, p=1)
+                    norms = self._norms.get(slot)
+                    self._norms[slot] = [change, scale] if norms is None else [norms[0] + change, norms[1] + scale]
+                self._previous[key] = residual
+            return output
+
+        return forward
+
+    @contextlib.contextmanager
+    def measuring(self, branch: int):
+        self._branch = branch
+        try:
+            yield
+        finally:
+            self._branch = None
+            self._call.clear()
+
+    def rate(self, reuse_length: int) -> torch.Tensor | None:
+        """The step's rate, as the reference's ``compute_next_step`` forms it; None before two full steps."""
+        if not self._norms:
+            return None
+        average, count = 0, 0
+        for slot in sorted(self._norms):
+            change, scale = self._norms[slot]
+            rate = change / scale / reuse_length
+            average, count = (rate + count * average) / (count + 1), count + 1
+        self._norms.clear()
+        return average
+
+    def clear(self) -> None:
+        self._previous.clear()
+        self._norms.clear()
+        self._call.clear()
+        self._branch = None
+
+    def tensors(self):
+        return list(self._previous.values())
 
 
 def _relative_l1_rate(current: torch.Tensor, previous: torch.Tensor, gap: int) -> torch.Tensor:

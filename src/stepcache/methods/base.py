@@ -10,8 +10,11 @@ import torch
 from ..adapters import Adapter, UnsupportedModelError
 from ..core.forecast import Forecast
 from ..core.hooks import HookSet
-from ..core.validate import check_int
+from ..core.validate import check_choice, check_int
 from ..core.state import RunRecord, StepClock, StepContext
+
+
+CONVENTIONS = ("stepcache", "reference")
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,9 @@ class CacheConfig:
 
     warmup: the first K steps of every run always run in full.
     cooldown: the last L steps of every run always run in full.
+    convention: "stepcache" (default) or "reference": where stepcache deliberately departs from
+        the method's reference code (README, "Differences from the reference code"),
+        "reference" does what that code does instead, so its schedules and outputs are reproduced.
     """
 
     method: ClassVar[str] = ""  # the name users and the CLI know the method by
@@ -28,10 +34,17 @@ class CacheConfig:
     # keyword-only, so each method's own fields keep their positions (FORAConfig(2))
     warmup: int = field(default=0, kw_only=True)
     cooldown: int = field(default=0, kw_only=True)
+    convention: str = field(default="stepcache", kw_only=True)
 
     def __post_init__(self) -> None:
         check_int(type(self).__name__, "warmup", self.warmup, 0)
         check_int(type(self).__name__, "cooldown", self.cooldown, 0)
+        check_choice(type(self).__name__, "convention", self.convention, CONVENTIONS)
+
+    @property
+    def reference(self) -> bool:
+        """Whether this config follows the method's reference code where stepcache departs from it."""
+        return self.convention == "reference"
 
     def build(self, adapter: Adapter, clock: StepClock) -> "CacheMethod":
         raise NotImplementedError

@@ -28,7 +28,13 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from ..core.schedules import is_uniform_full_step, nonuniform_full_steps, resolve_step, uniform_full_steps
+from ..core.schedules import (
+    deepcache_reference_full_steps,
+    is_uniform_full_step,
+    nonuniform_full_steps,
+    resolve_step,
+    uniform_full_steps,
+)
 from ..core.validate import check_choice, check_float, check_int, check_step
 from . import register
 from .base import CacheMethod, ReuseConfig
@@ -49,7 +55,9 @@ class DeepCacheConfig(ReuseConfig):
 
     interval: int = 3  # N: one full step in N (1 = never cache)
     branch: int = 0  # skip level whose shallow path keeps running; 0 = shallowest, cheapest cached step
-    schedule: str = "uniform"  # "uniform": full when i % N == 0; "non-uniform": denser around `center`
+    # "uniform": full when i % N == 0; "non-uniform": denser around `center` (convention="reference": the
+    # DeepCache repository's own arithmetic, core.schedules.deepcache_reference_full_steps)
+    schedule: str = "uniform"
     center: int | float = 0.3  # non-uniform only: step index, or fraction of the run
     power: float = 1.4  # non-uniform only: > 1; larger bunches full steps closer to `center`
     layer: int | None = None  # layer of level `branch` where the cached part starts; None = the whole level
@@ -169,7 +177,8 @@ class DeepCache(CacheMethod):
                 "loop's scheduler to stepcache.apply(model, config, scheduler=...) or call handle.start_run(num_steps)"
             )
         center = resolve_step(config.center, num_steps, "center")
-        self._planned = nonuniform_full_steps(num_steps, config.interval, center, config.power)
+        schedule = deepcache_reference_full_steps if config.reference else nonuniform_full_steps
+        self._planned = schedule(num_steps, config.interval, center, config.power)
         return frozenset(self._planned).__contains__
 
     def on_run_start(self, record) -> None:

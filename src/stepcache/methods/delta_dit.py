@@ -10,6 +10,9 @@ Stage-adaptive (the default): before the boundary step b the last k blocks are s
 blocks keep refining detail). A cached step right after b may use a front-range Δ from
 the full step before b: ResidualSkip records every candidate range on a full step, and
 only the ranges a following cached step will use are kept.
+
+No code from Δ-DiT's authors is known to stepcache, so there is no reference to follow: both
+values of ``convention`` run the method as described here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """FORA (arXiv 2407.01425): reuse every block's attention and MLP outputs for N-1 steps.
 
-Full steps are i % N == 0 (step 0 always full): every cached sublayer runs and, when a
-later step will reuse it, its output is stored per CFG branch. On the N-1 steps after,
+Full steps are i % N == 0 (step 0 always full; under ``convention="reference"`` FORA's own
+schedule, counted down from the last step: ``core.schedules.fora_reference_is_full``): every
+cached sublayer runs and, when a later step will reuse it, its output is stored per CFG branch. On the N-1 steps after,
 the sublayer modules are not run; their stored outputs come back instead, while the
 block around them (norms, timestep modulation, gates, residual additions) still runs
 on the current step. Sublayers are found through the adapter, so a module's own return
@@ -9,11 +10,14 @@ format (SD3/FLUX joint attention returns an (image, text) tuple) is reused as is
 
 In blocks whose sublayers are all cached, the adaLN-Zero layers (DiT, SD3, FLUX) compute
 only their gates on reusing steps: the shifts and scales they would also compute modulate
-inputs of sublayers that do not run (adapters/adaln.py).
+inputs of sublayers that do not run (adapters/adaln.py). Under ``convention="reference"`` they
+compute every chunk, as FORA's code does: a projection with a sliced weight may round
+differently from the whole one.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,7 +25,7 @@ from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES, adaln
 from ..core import validate
 from ..core.forecast import Forecast, ForecastView
 from ..core.reuse import ReuseSlot
-from ..core.schedules import check_interval, reuse_steps
+from ..core.schedules import check_interval, fora_reference_is_full, reuse_steps
 from . import register
 from .base import CacheMethod, ReuseConfig
 
@@ -32,6 +36,8 @@ class FORAConfig(ReuseConfig):
     """FORA: reuse each block's attention/MLP outputs on the N-1 steps after every full step.
 
     interval: N >= 1; full steps are i % N == 0, and N must fit the run (1..T-1, or 1).
+        Under convention="reference" FORA's own schedule: step 0 and every step T-1-i with
+        i % N == 0 (so the last step is full), for any N.
     sublayers: roles to cache, from ("attn", "cross_attn", "ff"); None (default) caches
         every role the model's blocks have. Roles given explicitly must exist in the
         model (e.g. "cross_attn" on DiT, whose blocks have none, is an error).
@@ -77,8 +83,9 @@ class FORA(CacheMethod):
         self.blocks = blocks
         self.modules = [m for block in blocks for role, ms in adapter.sublayers(block).items() if role in roles
                         for m in ms]
-        self.modulations = [m for block in blocks if set(adapter.sublayers(block)) <= set(roles)
-                            for m in adapter.gate_modulations(block)]
+        # under the reference convention the adaLN layers compute every chunk, as FORA's code does
+        self.modulations = [] if config.reference else [
+            m for block in blocks if set(adapter.sublayers(block)) <= set(roles) for m in adapter.gate_modulations(block)]
         self._caches: dict[int, Forecast] = {}  # branch -> module index -> its outputs at the last full steps
         self._slot = ReuseSlot()  # set once per denoiser call, read by every sublayer hook
 
@@ -98,16 +105,32 @@ class FORA(CacheMethod):
 
     def on_run_start(self, record) -> None:
         super().on_run_start(record)
-        if record.num_steps is not None:
+        if self.config.reference and record.num_steps is None:
+            raise RuntimeError("FORAConfig(convention='reference') counts steps from the end of the run: pass "
+                               "scheduler= to stepcache.apply() or call handle.start_run(num_steps) before the loop")
+        if record.num_steps is not None and not self.config.reference:
             check_interval(self.config.interval, record.num_steps, "FORAConfig.interval")
         if "ff" in self.roles and any(getattr(b, "_chunk_size", None) is not None for b in self.blocks):
             # chunked feed-forward calls the MLP once per chunk: one stored output cannot stand for them
             raise RuntimeError("FORA cannot cache a chunked feed-forward; call disable_forward_chunking() first")
 
+    def _is_full(self, step: int, num_steps: int | None) -> bool:
+        if self.config.reference:
+            return fora_reference_is_full(step, num_steps, self.config.interval)
+        return step % self.config.interval == 0
+
+    def _reused_later(self, step: int, num_steps: int | None) -> bool:
+        """Whether a step after this full one, before the next full one, reuses what it computes."""
+        if num_steps is None:  # unknown length: the whole interval is assumed
+            later = reuse_steps(step, self.config.interval, None)
+        else:
+            later = itertools.takewhile(lambda s: not self._is_full(s, num_steps), range(step + 1, num_steps))
+        return any(not self.must_run_full(s, num_steps) for s in later)
+
     def model_call(self, ctx, forward, args, kwargs):
-        interval = self.config.interval
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
-        if ctx.step % interval and ctx.branch in self._caches and not self.must_run_full(ctx.step, ctx.num_steps):
+        if not self._is_full(ctx.step, ctx.num_steps) and ctx.branch in self._caches \
+                and not self.must_run_full(ctx.step, ctx.num_steps):
             self._slot.reuse = ForecastView(self._caches[ctx.branch], ctx.step)
             self._slot.store = None
             self.mark_cached()
@@ -115,8 +138,7 @@ class FORA(CacheMethod):
             self._slot.reuse = None
             # plain reuse keeps a full step's outputs only if a step before the next full one reuses them;
             # a forecast keeps every full step's, as the nodes of its polynomial
-            if self.config.order or any(not self.must_run_full(s, ctx.num_steps)
-                                        for s in reuse_steps(ctx.step, interval, ctx.num_steps)):
+            if self.config.order or self._reused_later(ctx.step, ctx.num_steps):
                 if ctx.branch not in self._caches:
                     self._caches[ctx.branch] = self.new_forecast()
                 self._slot.store = ForecastView(self._caches[ctx.branch], ctx.step)

@@ -47,6 +47,8 @@ class TeaCacheConfig(ReuseConfig):
     coefficients: the rescaling polynomial, highest degree first as ``numpy.polyfit`` gives
         it, or the path of a JSON file written by ``stepcache.calibrate`` (for zoo models:
         ``stepcache.zoo.teacache.teacache_coefficients(name)``). None uses the identity and warns.
+        A negative estimate counts as 0 (convention="reference": it is added as it is, as
+        TeaCache's code does, which can lower the accumulated sum).
     """
 
     method: ClassVar[str] = "teacache"
@@ -149,7 +151,8 @@ class TeaCache(CacheMethod):
         with self.signal_norm.recording():
             signal = self.adapter.modulated_input(self.first_block, args, kwargs)
         previous, self.previous_signal = self.previous_signal, signal
-        distance = 0.0 if previous is None else rescale(self.polynomial, relative_l1(signal, previous))
+        distance = 0.0 if previous is None else \
+            rescale(self.polynomial, relative_l1(signal, previous), clamp=not self.config.reference)
         skip, total = teacache_step(self.accumulated, distance, self.config.threshold, ctx.step, ctx.num_steps)
         skip = skip and not self.must_run_full(ctx.step, ctx.num_steps)
         self.accumulated = total if skip else 0.0
@@ -163,9 +166,11 @@ def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
     return float(change / torch.mean(previous.abs(), dtype=torch.float32))  # one device sync per step
 
 
-def rescale(polynomial: Sequence[float], distance: float) -> float:
-    """The estimated output change for an input distance; never negative, so the sum only grows."""
-    return max(0.0, float(np.polyval(polynomial, distance)))
+def rescale(polynomial: Sequence[float], distance: float, clamp: bool = True) -> float:
+    """The estimated output change for an input distance; with ``clamp`` never negative, so the sum only
+    grows (TeaCache's code adds a negative value as it is: ``clamp=False``)."""
+    value = float(np.polyval(polynomial, distance))
+    return max(0.0, value) if clamp else value
 
 
 def check_coefficients(name: str, values) -> tuple[float, ...]:

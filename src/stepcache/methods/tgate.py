@@ -3,7 +3,11 @@
 Before the gate (steps i < m) cross-attention runs every step and self-attention may be
 computed only every k steps and reused in between. At the last step before the gate the
 cross-attention outputs are cached as the mean of the unconditional and conditional CFG
-outputs; from the gate on they are reused and self-attention runs every step.
+outputs; from the gate on they are reused and self-attention runs every step (or every
+k' steps, reused in between: ``self_attn_interval_after_gate``, T-GATE's ``fi_interval``).
+Which steps compute self-attention follows ``core.schedules.tgate_self_attn_reused``; under
+``convention="reference"`` it is the tgate package's schedule, whose step before the gate
+also carries its self-attention across the gate as the CFG mean.
 
 With one cross-attention output shared by both CFG branches, the branches of a U-Net or
 PixArt model get identical inputs everywhere else, so their outputs are identical and
@@ -32,7 +36,7 @@ from diffusers.utils import BaseOutput
 from ..adapters import CROSS_ATTN, SELF_ATTN, UnsupportedModelError
 from ..core import validate
 from ..core.reuse import ReuseSlot
-from ..core.schedules import resolve_step, tgate_self_attn_reuse_steps
+from ..core.schedules import resolve_step, tgate_self_attn_reused
 from . import register
 from .base import CacheConfig, CacheMethod
 
@@ -50,6 +54,8 @@ class TGateConfig(CacheConfig):
     gate_step: int | float = 0.4  # m: index >= 1, or fraction of the run in (0, 1]; the run's length = no gate
     self_attn_interval: int = 1  # k: before the gate, self-attention is computed every k steps (1 = every step)
     self_attn_warmup: int = 0  # steps at the start that always compute self-attention
+    # from the gate on, self-attention is computed every k steps and reused in between (T-GATE's fi_interval)
+    self_attn_interval_after_gate: int = 1
     # "auto": CFG on/off from the pipeline; bare models name it: "batched", "split" or "none"
     cfg: str = "auto"
 
@@ -63,6 +69,7 @@ class TGateConfig(CacheConfig):
             validate.check_float(name, "gate_step", self.gate_step, 0.0, 1.0, low_open=True)
         validate.check_int(name, "self_attn_interval", self.self_attn_interval, 1)
         validate.check_int(name, "self_attn_warmup", self.self_attn_warmup, 0)
+        validate.check_int(name, "self_attn_interval_after_gate", self.self_attn_interval_after_gate, 1)
         validate.check_choice(name, "cfg", self.cfg, CFG_MODES)
 
     def build(self, adapter, clock) -> "TGate":
@@ -106,9 +113,13 @@ class TGate(CacheMethod):
             raise ValueError(f"gate_step={self.config.gate_step} falls on step 0 of this {record.num_steps}-step "
                              "run; cross-attention must run at least once before the gate")
         self._gate = gate
-        self._self_reuse = frozenset(s for s in tgate_self_attn_reuse_steps(
-            record.num_steps, gate, self.config.self_attn_interval, self.config.self_attn_warmup)
-            if not self.must_run_full(s, record.num_steps))
+        config = self.config
+        self._self_reuse = frozenset(s for s in tgate_self_attn_reused(
+            record.num_steps, gate, config.self_attn_interval, config.self_attn_warmup,
+            config.self_attn_interval_after_gate, config.reference) if not self.must_run_full(s, record.num_steps))
+        # a step stores its self-attention when the next step reuses it (reusing steps read the last store)
+        self._self_store = frozenset(s for s in range(record.num_steps)
+                                     if s not in self._self_reuse and s + 1 in self._self_reuse)
         self._segments = self._run_segments(record.segments)
         self._cfg_on = "uncond" in self._segments
 
@@ -128,12 +139,14 @@ class TGate(CacheMethod):
     def _clear_run(self) -> None:
         self._gate: int | None = None
         self._self_reuse: frozenset[int] = frozenset()
+        self._self_store: frozenset[int] = frozenset()
         self._segments: tuple[str, ...] = ()  # guidance roles stacked in a batched call, in batch order
         self._cfg_on = False
         self._mode: str | None = None  # "batched", "split" or "none", known once the gate is reached
 
     def _clear_tensors(self) -> None:
         self._self_cache: dict[int, list] = {}  # branch -> self-attention outputs of its last full step
+        self._self_after: list | None = None  # after the gate: the self-attention outputs reused, one call's
         self._cross_at_gate: dict[int, list] = {}  # branch -> cross-attention outputs at step m-1
         self._cross_mean: list | None = None  # the CFG-averaged cross-attention reused after the gate
         self._first_branch_output: Any = None  # split CFG after the gate: the step's output, for branch 1
@@ -144,7 +157,7 @@ class TGate(CacheMethod):
         self._clear_tensors()
 
     def cache_tensors(self):
-        return (self._self_cache, self._cross_at_gate, self._cross_mean, self._first_branch_output)
+        return (self._self_cache, self._self_after, self._cross_at_gate, self._cross_mean, self._first_branch_output)
 
     def extra_stats(self) -> dict:
         gate, num_steps = self._gate, self.clock.record.num_steps if self.clock.record else None
@@ -167,14 +180,14 @@ class TGate(CacheMethod):
             return self._after_gate(ctx, forward, args, kwargs)
         branch = ctx.branch
         self_slot, cross_slot = self._slots[SELF_ATTN], self._slots[CROSS_ATTN]
-        if ctx.step in self._self_reuse:
+        if ctx.step in self._self_reuse and branch in self._self_cache:
             self_slot.reuse, self_slot.store = self._self_cache[branch], None
             self.mark_cached()
         else:
             self_slot.reuse = None
-            # only kept when a later step before the gate will read it
+            # only kept when a later step will read it
             self_slot.store = self._self_cache.setdefault(branch, [None] * len(self._self_attn)) \
-                if self._self_reuse else None
+                if ctx.step in self._self_store else None
         cross_slot.reuse = None
         cross_slot.store = self._cross_at_gate.setdefault(branch, [None] * len(self._cross_attn)) \
             if ctx.step == self._gate - 1 else None
@@ -201,7 +214,13 @@ class TGate(CacheMethod):
         if self._mode == "split" and ctx.branch == 1:
             output, self._first_branch_output = self._first_branch_output, None
             return _map_tensors(output, torch.clone)
-        self._slots[SELF_ATTN].reuse = self._slots[SELF_ATTN].store = None
+        self_slot = self._slots[SELF_ATTN]
+        if ctx.step in self._self_reuse and self._self_after is not None:
+            self_slot.reuse, self_slot.store = self._self_after, None
+        else:
+            self_slot.reuse = self_slot.store = None
+            if ctx.step in self._self_store:
+                self._self_after = self_slot.store = [None] * len(self._self_attn)
         self._slots[CROSS_ATTN].reuse, self._slots[CROSS_ATTN].store = self._cross_mean, None
         if self._mode == "batched":
             batch = self.adapter.sample_and_timestep(args, kwargs)[0].shape[0]
@@ -243,19 +262,23 @@ class TGate(CacheMethod):
                                f"time(s) per step{' under CFG' if self._cfg_on else ''}; set cfg to match the loop")
         if mode == "split" and len(self._segments) > 2:
             raise RuntimeError(f"T-GATE cannot gate split CFG calls whose batches stack {self._segments}")
-        outputs = self._cross_at_gate
-        if mode == "split":
-            self._cross_mean = [(u + c) / 2 for u, c in zip(outputs[0], outputs[1])]
-        elif mode == "batched":
-            self._cross_mean = [self._gate_rows(o) for o in outputs[0]]
-        else:
-            self._cross_mean = outputs[0]
         self._mode = mode
+        self._cross_mean = self._at_gate(self._cross_at_gate)
+        # the reference's step before the gate stores self-attention (as the CFG mean) when the gate step reuses it
+        self._self_after = self._at_gate(self._self_cache) if self._gate - 1 in self._self_store else None
         self._cross_at_gate = {}
         self._self_cache = {}
 
+    def _at_gate(self, outputs: dict[int, list]) -> list:
+        """Outputs stored per branch at the step before the gate -> what the single-branch calls after it reuse."""
+        if self._mode == "split":
+            return [(u + c) / 2 for u, c in zip(outputs[0], outputs[1])]
+        if self._mode == "batched":
+            return [self._gate_rows(o) for o in outputs[0]]
+        return outputs[0]
+
     def _gate_rows(self, output: torch.Tensor) -> torch.Tensor:
-        """One cross-attention output at the gate -> what the calls after it reuse: the CFG mean for the
+        """One attention output at the gate -> what the calls after it reuse: the CFG mean for the
         uncond/cond segment, its own for any other (PAG's perturbed), for the segments still computed."""
         if output.shape[0] % len(self._segments):
             raise RuntimeError(f"a batched call must stack {len(self._segments)} equal segments "
