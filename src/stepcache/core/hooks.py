@@ -28,8 +28,7 @@ class HookSet:
         self.wrap_method(module, "forward", wrapper)
 
     def wrap_method(self, obj: Any, name: str, wrapper: Wrapper) -> None:
-        had_own = name in obj.__dict__
-        previous = obj.__dict__.get(name)
+        undo = _restorer(obj, name)
         original = getattr(obj, name)
 
         # wraps(): pipelines inspect e.g. scheduler.set_timesteps' signature, which must stay the original's
@@ -37,26 +36,12 @@ class HookSet:
         def installed(*args, **kwargs):
             return wrapper(original, *args, **kwargs)
 
-        def undo() -> None:
-            if had_own:
-                setattr(obj, name, previous)
-            else:
-                delattr(obj, name)
-
         setattr(obj, name, installed)
         self._installed.append((lambda: obj.__dict__.get(name) is installed, undo, f"{type(obj).__name__}.{name}"))
 
     def set_attribute(self, obj: Any, name: str, value: Any) -> None:
         """Give ``obj`` its own attribute ``name`` (e.g. a ``__deepcopy__``); removal puts back what was there."""
-        had_own = name in obj.__dict__
-        previous = obj.__dict__.get(name)
-
-        def undo() -> None:
-            if had_own:
-                setattr(obj, name, previous)
-            else:
-                delattr(obj, name)
-
+        undo = _restorer(obj, name)
         setattr(obj, name, value)
         self._installed.append((lambda: obj.__dict__.get(name) is value, undo, f"{type(obj).__name__}.{name}"))
 
@@ -92,3 +77,17 @@ class HookSet:
 
     def __len__(self) -> int:
         return len(self._installed)
+
+
+def _restorer(obj: Any, name: str):
+    """What puts ``obj``'s own attribute ``name`` back as it is now (or deletes it if it has none)."""
+    had_own = name in obj.__dict__
+    previous = obj.__dict__.get(name)
+
+    def undo() -> None:
+        if had_own:
+            setattr(obj, name, previous)
+        else:
+            delattr(obj, name)
+
+    return undo
