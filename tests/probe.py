@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stepcache.adapters import TRANSFORMER_FAMILIES
 from stepcache.methods.base import CacheConfig, CacheMethod
 
 
 @dataclass(frozen=True)
 class ProbeConfig(CacheConfig):
     method = "probe"
-    families = ("unet",) + TRANSFORMER_FAMILIES
+    requires = frozenset()  # any model: it hooks whatever blocks and sublayers the adapter lists
 
     def build(self, adapter, clock):
         return Probe(self, adapter, clock)

@@ -31,7 +31,7 @@ SETTINGS = {
 }
 
 CASES = [pytest.param(variant, name, id=f"{variant.name}-{name}")
-         for variant in VARIANTS for name, config in METHODS.items() if variant.family in config.families]
+         for variant in VARIANTS for name, config in METHODS.items() if config.fits(variant.offers())]
 
 
 def test_every_registered_method_has_settings_here():

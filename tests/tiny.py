@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLWan,
     DDIMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
@@ -24,6 +25,8 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
     UNet2DModel,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 
 TEXT_DIM = 16
@@ -121,6 +124,14 @@ def flux(num_layers: int = 2, num_single_layers: int = 2):
 
 
 @_seeded
+def wan(num_layers: int = 3):
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+        text_dim=TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True, rope_max_seq_len=32,
+    )
+
+
+@_seeded
 def vae(latent_channels: int = 4):
     return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
@@ -129,7 +140,7 @@ def vae(latent_channels: int = 4):
     )
 
 
-MODELS = {"unet": unet_condition, "unet2d": unet, "dit": dit, "pixart": pixart, "sd3": sd3, "flux": flux}
+MODELS = {"unet": unet_condition, "unet2d": unet, "dit": dit, "pixart": pixart, "sd3": sd3, "flux": flux, "wan": wan}
 
 
 def model_inputs(family: str, model, batch: int = 2, seed: int = 0) -> dict:
@@ -157,6 +168,9 @@ def model_inputs(family: str, model, batch: int = 2, seed: int = 0) -> dict:
                     encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g),
                     pooled_projections=torch.randn(batch, TEXT_DIM, generator=g),
                     img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(5, 3), guidance=None)
+    if family == "wan":  # a video: (batch, channels, frames, height, width)
+        return dict(hidden_states=torch.randn(batch, 4, 3, 8, 8, generator=g), timestep=t,
+                    encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g))
     raise KeyError(family)
 
 
@@ -304,3 +318,23 @@ def sdxl_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
     return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1),
                 pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g),
                 negative_pooled_prompt_embeds=torch.randn(batch, TEXT_DIM, generator=g), height=16, width=16)
+
+
+@_seeded
+def wan_vae():
+    return AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+
+
+def wan_pipeline(two_stage: bool = False, **model_kwargs) -> WanPipeline:
+    """Wan 2.1, or with ``two_stage`` Wan 2.2 A14B's layout: ``transformer_2`` takes the steps below the boundary."""
+    return WanPipeline(
+        tokenizer=None, text_encoder=None, vae=wan_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=wan(**model_kwargs), transformer_2=wan(seed=1, **model_kwargs) if two_stage else None,
+        boundary_ratio=0.875 if two_stage else None,
+    )
+
+
+def wan_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1), height=32, width=32,
+                num_frames=5)

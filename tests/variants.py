@@ -36,6 +36,7 @@ from diffusers import (
 )
 
 import tiny
+from stepcache.adapters import ADAPTERS
 
 STEPS = 5
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")  # SD's schedule
@@ -49,6 +50,10 @@ class Variant:
     family: str  # of the denoiser the methods hook
     # the call's output, as a tensor: latents where the pipeline can return them
     output: Callable[[Any], torch.Tensor] = field(default=lambda out: _images(out))
+
+    def offers(self) -> frozenset[str]:
+        """What the family's adapter offers (the variants' models have every capability of their family)."""
+        return next(a for a in ADAPTERS if a.family == self.family).capabilities
 
 
 def _images(out) -> torch.Tensor:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
+import re
 import weakref
 from typing import Any, Iterator
 
@@ -20,18 +22,40 @@ from .methods.base import CacheConfig, tensor_bytes
 _ACTIVE: "weakref.WeakKeyDictionary[nn.Module, CacheHandle]" = weakref.WeakKeyDictionary()
 
 
-def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
-    """(denoiser model, pipeline or None) for a diffusers pipeline or a bare denoiser."""
+# pipeline components that are denoisers: transformer, transformer_2 (Wan 2.2's low-noise stage), unet,
+# unet_2, prior (Stable Cascade, Kandinsky); numbered ones after the plain one
+_DENOISER_NAME = re.compile(r"(transformer|unet|prior)(?:_(\d+))?")
+_DENOISER_KINDS = ("transformer", "unet", "prior")
+
+
+def find_denoisers(target: Any) -> tuple[list[tuple[str, nn.Module]], Any]:
+    """([(component name, denoiser model), ...], pipeline or None) for a diffusers pipeline or a bare denoiser.
+
+    A pipeline's denoisers are its components named transformer, unet or prior, optionally numbered
+    (``transformer_2``), that are set; the plain name comes first. A bare model is its own one denoiser.
+    """
     if isinstance(target, nn.Module):
-        return target, None
-    for name in ("transformer", "unet"):
-        model = getattr(target, name, None)
-        if isinstance(model, nn.Module):
-            return model, target
-    raise TypeError(
-        f"expected a diffusers pipeline with a .transformer or .unet, or a denoiser model; "
-        f"got {type(target).__name__}"
-    )
+        return [("", target)], None
+    components = getattr(target, "components", None)
+    if not isinstance(components, dict):
+        components = {name: getattr(target, name, None) for name in _DENOISER_KINDS}
+    found = []
+    for name, model in components.items():
+        match = _DENOISER_NAME.fullmatch(name)
+        if match and isinstance(model, nn.Module):
+            found.append(((_DENOISER_KINDS.index(match[1]), int(match[2] or 0)), name, model))
+    if not found:
+        raise TypeError(
+            f"expected a diffusers pipeline with a .transformer or .unet (or another denoiser component), or a "
+            f"denoiser model; got {type(target).__name__}"
+        )
+    return [(name, model) for _, name, model in sorted(found, key=lambda item: item[0])], target
+
+
+def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
+    """(the first denoiser model, pipeline or None) for a diffusers pipeline or a bare denoiser."""
+    denoisers, pipe = find_denoisers(target)
+    return denoisers[0][1], pipe
 
 
 def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheHandle":
@@ -44,19 +68,20 @@ def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheH
     """
     if not isinstance(config, CacheConfig):
         raise TypeError(f"config must be a stepcache config (e.g. FORAConfig(...)), got {type(config).__name__}")
-    model, pipe = find_denoiser(target)
+    denoisers, pipe = find_denoisers(target)
     if pipe is not None and scheduler is not None:
         raise ValueError("scheduler= is for a bare model in a hand-written loop; a pipeline's runs follow its "
                          "calls and the scheduler it uses")
-    if getattr(model, "is_cache_enabled", False):
-        raise RuntimeError(f"{type(model).__name__} has diffusers' own cache enabled; call "
-                           "model.disable_cache() before applying stepcache (two caches would both skip work)")
-    if model in _ACTIVE:
-        raise RuntimeError(
-            f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
-            "call remove() on its handle before applying another"
-        )
-    return CacheHandle(model, config, pipe, scheduler)
+    for _, model in denoisers:
+        if getattr(model, "is_cache_enabled", False):
+            raise RuntimeError(f"{type(model).__name__} has diffusers' own cache enabled; call "
+                               "model.disable_cache() before applying stepcache (two caches would both skip work)")
+        if model in _ACTIVE:
+            raise RuntimeError(
+                f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
+                "call remove() on its handle before applying another"
+            )
+    return CacheHandle(denoisers, config, pipe, scheduler)
 
 
 @contextlib.contextmanager
@@ -69,22 +94,41 @@ def cached(target: Any, config: CacheConfig, *, scheduler: Any = None) -> Iterat
         handle.remove()
 
 
-class CacheHandle:
-    """A cache installed on one model: its statistics, and ``remove()`` to undo it exactly."""
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+    """One cached model of a handle: its pipeline component name ("" for a bare model), adapter and method."""
 
-    def __init__(self, model: nn.Module, config: CacheConfig, pipe: Any, scheduler: Any) -> None:
-        self.model = model
+    name: str
+    model: nn.Module
+    adapter: Any
+    method: Any
+
+
+class CacheHandle:
+    """A cache installed on a pipeline's denoisers (or one model): statistics, and ``remove()`` to undo it exactly.
+
+    A pipeline with several denoisers (Wan 2.2: ``transformer`` for the high-noise steps, ``transformer_2`` for
+    the low-noise ones) gets one method instance per denoiser, each with its own caches, on one step clock.
+    ``model``, ``adapter`` and ``method`` are the first denoiser's; ``denoisers`` lists them all.
+    """
+
+    def __init__(self, denoisers: list[tuple[str, nn.Module]], config: CacheConfig, pipe: Any,
+                 scheduler: Any) -> None:
         self.config = config
-        self.adapter = adapter_for(model)
         self._hooks = HookSet()
         self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended,
                                pipeline_name=None if pipe is None else type(pipe).__name__)
-        self.method = config.build(self.adapter, self.clock)
+        adapters = [(name, model, adapter_for(model)) for name, model in denoisers]  # all found before any build
+        self.denoisers = [Denoiser(name, model, adapter, config.build(adapter, self.clock))
+                          for name, model, adapter in adapters]
+        self.model, self.adapter, self.method = self.denoisers[0].model, self.denoisers[0].adapter, \
+            self.denoisers[0].method
         self._pipe, self._scheduler = pipe, scheduler
         self._install()
         self._removed = False
         self._peak_bytes = 0
-        _ACTIVE[model] = self
+        for denoiser in self.denoisers:
+            _ACTIVE[denoiser.model] = self
 
     def _install(self) -> None:
         try:
@@ -92,10 +136,11 @@ class CacheHandle:
                 PipelineRuns(self._pipe, self.clock).install(self._hooks)
             elif self._scheduler is not None:
                 self.clock.watch_scheduler(self._scheduler, self._hooks)
-            self._hooks.wrap(self.model, self._denoiser_call)
-            self.method.install(self._hooks)
+            for denoiser in self.denoisers:
+                self._hooks.wrap(denoiser.model, functools.partial(self._denoiser_call, denoiser))
+                denoiser.method.install(self._hooks)
             # a deep copy would share the wrappers, which call into this model: copy the unhooked object
-            for obj in (self.model, self._pipe):
+            for obj in (*(d.model for d in self.denoisers), self._pipe):
                 if obj is not None:
                     self._hooks.set_attribute(obj, "__deepcopy__", functools.partial(self._copy_uncached, obj))
         except BaseException:
@@ -110,26 +155,32 @@ class CacheHandle:
         finally:
             self._install()
 
-    def _denoiser_call(self, forward, *args, **kwargs):
-        sample, timestep = self.adapter.sample_and_timestep(args, kwargs)
+    def _denoiser_call(self, denoiser: Denoiser, forward, *args, **kwargs):
+        sample, timestep = denoiser.adapter.sample_and_timestep(args, kwargs)
         ctx = self.clock.on_call(sample, timestep)
         try:
-            output = self.method.model_call(ctx, forward, args, kwargs)
+            output = denoiser.method.model_call(ctx, forward, args, kwargs)
         finally:
             self.clock.end_call()
         # caches are freed when a run ends, so their size is taken while it runs
-        self._peak_bytes = max(self._peak_bytes, tensor_bytes(self.method.cache_tensors()))
+        self._peak_bytes = max(self._peak_bytes, self._cache_bytes())
         return output
 
+    def _cache_bytes(self) -> int:
+        return sum(tensor_bytes(d.method.cache_tensors()) for d in self.denoisers)
+
     def _run_started(self, record: RunRecord) -> None:
-        if getattr(self.model, "is_cache_enabled", False):
-            raise RuntimeError(f"{type(self.model).__name__} got diffusers' own cache (enable_cache) after "
-                               "stepcache was applied; call model.disable_cache() or handle.remove()")
+        for denoiser in self.denoisers:
+            if getattr(denoiser.model, "is_cache_enabled", False):
+                raise RuntimeError(f"{type(denoiser.model).__name__} got diffusers' own cache (enable_cache) after "
+                                   "stepcache was applied; call model.disable_cache() or handle.remove()")
         self._peak_bytes = 0
-        self.method.on_run_start(record)
+        for denoiser in self.denoisers:
+            denoiser.method.on_run_start(record)
 
     def _run_ended(self) -> None:
-        self.method.on_run_end()
+        for denoiser in self.denoisers:
+            denoiser.method.on_run_end()
 
     def start_run(self, num_steps: int | None = None) -> None:
         """For hand-written loops without a scheduler: the next call starts a run of ``num_steps``."""
@@ -151,10 +202,15 @@ class CacheHandle:
             "cached_steps": len(cached_steps),
             "full_step_indices": full,
             "cached_step_indices": cached_steps,
-            "cache_bytes": tensor_bytes(self.method.cache_tensors()),
+            "cache_bytes": self._cache_bytes(),  # of every denoiser's caches
             "peak_cache_bytes": self._peak_bytes,  # the most the caches held after a denoiser call of the run
         }
         stats.update(self.method.extra_stats())
+        if len(self.denoisers) > 1:  # each denoiser's own figures; the step counts above are the pipeline's
+            stats["denoisers"] = {
+                d.name: {"class": type(d.model).__name__, "family": d.adapter.family,
+                         "cache_bytes": tensor_bytes(d.method.cache_tensors()), **d.method.extra_stats()}
+                for d in self.denoisers}
         return stats
 
     def remove(self) -> None:
@@ -162,10 +218,11 @@ class CacheHandle:
         if self._removed:
             return
         self._hooks.remove()
-        self.method.clear()
+        for denoiser in self.denoisers:
+            denoiser.method.clear()
+            if _ACTIVE.get(denoiser.model) is self:
+                del _ACTIVE[denoiser.model]
         self._removed = True
-        if _ACTIVE.get(self.model) is self:
-            del _ACTIVE[self.model]
 
     def __enter__(self) -> "CacheHandle":
         return self

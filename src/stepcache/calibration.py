@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from .adapters import TRANSFORMER_FAMILIES
+from .adapters import BLOCKS, MODULATED_INPUT
 from .api import cached
 from .core.validate import check_int
 from .methods.base import CacheConfig, CacheMethod
@@ -66,7 +66,7 @@ class DistanceRecording(CacheConfig):
     """Records TeaCache's (input distance, output distance) pairs; caches nothing (not a user method)."""
 
     method: ClassVar[str] = "teacache-calibration"
-    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+    requires: ClassVar[frozenset[str]] = frozenset({BLOCKS, MODULATED_INPUT})
 
     def build(self, adapter, clock) -> "DistanceRecorder":
         return DistanceRecorder(self, adapter, clock)

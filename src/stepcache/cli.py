@@ -133,11 +133,12 @@ def _bench(args) -> int:
     call_kwargs = {"prompt": args.prompt} if args.prompt else None
     sampler = load_sampler(args.model, num_steps=args.steps, batch=args.batch, call_kwargs=call_kwargs,
                            distribution_samples=args.samples, device=args.device)
-    family = _family(sampler)
+    adapter = _adapter(sampler)
+    family = adapter.family
     if not methods:
-        methods = sorted(name for name, cls in configs.METHODS.items() if family in cls.families)
+        methods = sorted(name for name, cls in configs.METHODS.items() if cls.fits(adapter.offers))
     explicit = _grid_configs(methods, args.grid, sampler.config_defaults)
-    unfit = sorted({c.method for c in explicit if family not in type(c).families})
+    unfit = sorted({c.method for c in explicit if not c.needs() <= adapter.offers})
     if unfit:
         raise ValueError(f"{', '.join(unfit)} cannot run on {args.model} ({family} model)")
     try:
@@ -167,11 +168,11 @@ def _grid_configs(methods: list[str], grid_items: list[str], model_defaults: dic
     return [c for m in methods for c in configs.grid_configs(m, grid[m], model_defaults.get(m))]
 
 
-def _family(sampler) -> str:
+def _adapter(sampler):
     from .adapters import adapter_for
     from .api import find_denoiser
 
-    return adapter_for(find_denoiser(sampler.target)[0]).family
+    return adapter_for(find_denoiser(sampler.target)[0])
 
 
 def _check_counts(args) -> None:
@@ -188,10 +189,11 @@ def _check_counts(args) -> None:
 @command("methods", "list the caching methods and the model families each works on")
 def _methods(args) -> int:
     from .methods import METHODS
+    from .support import families_for
 
     for name, config in sorted(METHODS.items()):
         doc = (config.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:10s} {', '.join(config.families):28s} {doc}")
+        print(f"{name:10s} {', '.join(families_for(config)):28s} {doc}")
     return 0
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tiny
-from stepcache.adapters import CROSS_ATTN, FEED_FORWARD, SELF_ATTN, adapter_for
+from stepcache.adapters import CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, SELF_ATTN, adapter_for
 from stepcache.core.hooks import HookSet
 
 TRANSFORMERS = ["dit", "pixart", "sd3", "flux"]
@@ -74,7 +74,7 @@ def test_modulated_input_is_what_the_first_attention_sees(family):
 def test_sublayers_are_modules_of_their_block(family, roles):
     model = tiny.MODELS[family]()
     adapter = adapter_for(model)
-    assert adapter.has_cross_attention == (CROSS_ATTN in roles)
+    assert (CROSS_ATTENTION in adapter.offers) == (CROSS_ATTN in roles)
     for block in adapter.blocks():
         sublayers = adapter.sublayers(block)
         assert set(sublayers) == roles
@@ -90,4 +90,4 @@ def test_unet_levels_map_down_and_up_blocks():
     assert adapter.up_block(0) is model.up_blocks[-1]  # the shallowest up block runs last
     assert adapter.up_block(2) is model.up_blocks[0]
     assert len(adapter.blocks()) == 2 + 1 + 2 * 2  # cross-attn down levels, mid, cross-attn up blocks
-    assert adapter_for(tiny.unet()).has_cross_attention is False
+    assert CROSS_ATTENTION not in adapter_for(tiny.unet()).offers

@@ -18,7 +18,7 @@ class ToyConfig(CacheConfig):
     """Reuse the whole output for interval - 1 steps after every full step (test-only)."""
 
     method: ClassVar[str] = "toy"
-    families: ClassVar[tuple[str, ...]] = ("unet", "dit", "pixart", "sd3", "flux")
+    requires: ClassVar[frozenset[str]] = frozenset()  # any model
     interval: int = 2
     scale: float = 1.0
 

@@ -268,7 +268,7 @@ def test_branch_deeper_than_the_unet_is_an_error_naming_its_depth():
 
 
 def test_only_unets_are_supported():
-    with pytest.raises(stepcache.UnsupportedModelError, match="works on unet models"):
+    with pytest.raises(stepcache.UnsupportedModelError, match="needs a model with U-Net skip levels; DiTTransformer2DModel"):
         stepcache.apply(tiny.dit(), DeepCacheConfig())
 
 

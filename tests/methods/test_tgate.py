@@ -162,7 +162,7 @@ def test_a_layout_it_cannot_gate_is_refused_in_the_first_step():
 
 @pytest.mark.parametrize("family", ["sd3", "flux", "unet2d"])
 def test_models_without_separate_cross_attention_are_refused(family):
-    with pytest.raises(stepcache.UnsupportedModelError, match="has none"):
+    with pytest.raises(stepcache.UnsupportedModelError, match="no separate cross-attention"):
         stepcache.apply(tiny.MODELS[family](), stepcache.TGateConfig(cfg="none"))
 
 

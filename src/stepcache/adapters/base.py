@@ -8,7 +8,7 @@ model family is one new module in this package.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -21,18 +21,60 @@ SUBLAYER_ROLES = (SELF_ATTN, CROSS_ATTN, FEED_FORWARD)
 
 BlockState = tuple  # the tensors one block hands the next, e.g. (hidden,) or (hidden, encoder_hidden)
 
+# Capabilities: what an adapter can tell a method about its models. Adapters declare the ones they
+# offer, methods the ones they need (``CacheConfig.requires``); a method runs on a model when the
+# model's adapter offers everything it needs. Each is a part of the Adapter interface below.
+BLOCKS = "blocks"  # a stack of transformer blocks whose hand-over tensors can be read and replaced
+SUBLAYERS = "sublayers"  # each block's attention and MLP sublayer modules by role
+CROSS_ATTENTION = "cross_attention"  # a separate cross-attention sublayer, the only way text enters the blocks
+MODULATED_INPUT = "modulated_input"  # the first block's timestep-modulated input
+ADALN_GATES = "adaln_gates"  # adaLN-Zero layers that can compute only their gates
+GATED_ATTENTION = "gated_attention"  # each block's gated self-attention output
+SKIP_LEVELS = "skip_levels"  # U-Net down and up blocks by skip level
+
+CAPABILITIES: dict[str, str] = {  # capability -> what a model lacks without it, for messages and tables
+    BLOCKS: "transformer block stack",
+    SUBLAYERS: "attention/MLP sublayers",
+    CROSS_ATTENTION: "separate cross-attention",
+    MODULATED_INPUT: "timestep-modulated block input",
+    ADALN_GATES: "adaLN-Zero gates",
+    GATED_ATTENTION: "gated self-attention output",
+    SKIP_LEVELS: "U-Net skip levels",
+}
+
 
 class Adapter:
     """Base adapter; a family subclass fills in what differs between families."""
 
-    family: str = ""
-    model_classes: tuple[type, ...] = ()
-    description: str = ""
-    has_cross_attention = False  # a separate cross-attention sublayer (T-GATE needs one)
+    family: ClassVar[str] = ""
+    model_classes: ClassVar[tuple[type, ...]] = ()
+    description: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # the family's column heading in the README's method table
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # what every model of the family offers
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._model_params = list(inspect.signature(model.forward).parameters)
+
+    @classmethod
+    def capabilities_of(cls, model_class: type) -> frozenset[str]:
+        """What models of ``model_class`` (one of ``model_classes``) offer; a family may narrow it per class."""
+        return cls.capabilities
+
+    @property
+    def offers(self) -> frozenset[str]:
+        """What this model offers; a family whose configs differ (a U-Net without text) narrows it further."""
+        return self.capabilities_of(type(self.model))
+
+    @classmethod
+    def accepts(cls, model: nn.Module) -> bool:
+        """Whether the family takes ``model``, whose class it does not list, by its structure (most take none)."""
+        return False
+
+    @classmethod
+    def refusal(cls, model: nn.Module) -> str | None:
+        """For a family that takes models by structure: why it does not take ``model`` (None if it does not apply)."""
+        return None
 
     # -- the denoiser call --------------------------------------------------------------
     def sample_and_timestep(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from diffusers import DiTTransformer2DModel
 
 from . import adaln
-from .base import FEED_FORWARD, SELF_ATTN, Adapter, kwarg
+from .base import (ADALN_GATES, BLOCKS, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
+                   Adapter, kwarg)
 
 
 class DiTAdapter(Adapter):
     family = "dit"
     model_classes = (DiTTransformer2DModel,)
     description = "DiT (DiTTransformer2DModel, e.g. DiT-XL/2): class-conditional, adaLN-Zero blocks"
+    label = "DiT"
+    capabilities = frozenset({BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks)

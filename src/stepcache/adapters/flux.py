@@ -7,13 +7,16 @@ from diffusers import FluxTransformer2DModel
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
 
 from . import adaln
-from .base import FEED_FORWARD, SELF_ATTN, JointStreamAdapter
+from .base import (ADALN_GATES, BLOCKS, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
+                   JointStreamAdapter)
 
 
 class FluxAdapter(JointStreamAdapter):
     family = "flux"
     model_classes = (FluxTransformer2DModel,)
     description = "FLUX.1 (FluxTransformer2DModel): dual-stream then single-stream blocks"
+    label = "FLUX"
+    capabilities = frozenset({BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks) + list(self.model.single_transformer_blocks)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from diffusers import PixArtTransformer2DModel
 
-from .base import CROSS_ATTN, FEED_FORWARD, SELF_ATTN, Adapter, kwarg
+from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN,
+                   SUBLAYERS, Adapter, kwarg)
 
 
 class PixArtAdapter(Adapter):
     family = "pixart"
     model_classes = (PixArtTransformer2DModel,)
     description = "PixArt-α/Σ (PixArtTransformer2DModel): text-conditioned, adaLN-single, cross-attention"
-    has_cross_attention = True
+    label = "PixArt-α/Σ"
+    capabilities = frozenset({BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from diffusers import SD3Transformer2DModel
 
 from . import adaln
-from .base import FEED_FORWARD, SELF_ATTN, JointStreamAdapter
+from .base import (ADALN_GATES, BLOCKS, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
+                   JointStreamAdapter)
 
 
 class SD3Adapter(JointStreamAdapter):
     family = "sd3"
     model_classes = (SD3Transformer2DModel,)
     description = "Stable Diffusion 3 / 3.5 (SD3Transformer2DModel): MMDiT joint attention"
+    label = "SD3"
+    capabilities = frozenset({BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks)

@@ -10,18 +10,32 @@ from __future__ import annotations
 from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.models.attention import BasicTransformerBlock
 
-from .base import CROSS_ATTN, FEED_FORWARD, SELF_ATTN, Adapter
+from .base import CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, SELF_ATTN, SKIP_LEVELS, SUBLAYERS, Adapter
 
 
 class UNetAdapter(Adapter):
     family = "unet"
     model_classes = (UNet2DConditionModel, UNet2DModel)
     description = "U-Net (UNet2DConditionModel: SD 1.x/2.x/XL; UNet2DModel: DDPM/LDM)"
+    label = "U-Net"
+    # the transformer blocks inside its attention blocks have sublayers, but are no stack a method can skip along
+    capabilities = frozenset({SKIP_LEVELS, SUBLAYERS, CROSS_ATTENTION})
 
-    def __init__(self, model):
-        super().__init__(model)
-        # only the text-conditioned U-Net has transformer blocks with a cross-attention
-        self.has_cross_attention = any(block.attn2 is not None for block in self.blocks())
+    @classmethod
+    def capabilities_of(cls, model_class):
+        if issubclass(model_class, UNet2DModel):  # DDPM/LDM: no transformer blocks, no text
+            return frozenset({SKIP_LEVELS})
+        return cls.capabilities
+
+    @property
+    def offers(self):
+        offered = set(super().offers)
+        blocks = self.blocks()
+        if not blocks:
+            offered -= {SUBLAYERS, CROSS_ATTENTION}
+        if not any(block.attn2 is not None for block in blocks):
+            offered.discard(CROSS_ATTENTION)
+        return frozenset(offered)
 
     @property
     def num_levels(self) -> int:

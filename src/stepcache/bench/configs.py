@@ -1,7 +1,7 @@
 """Method configs from text: typed ``--field value`` parsing and the parameter grids the bench sweeps.
 
 Everything works off ``stepcache.methods.METHODS`` and each config's dataclass fields, so a
-new method needs nothing here but, optionally, an entry in ``DEFAULT_GRIDS``.
+new method needs nothing here; its config's ``default_grids`` are what the bench sweeps by default.
 """
 
 from __future__ import annotations
@@ -15,23 +15,12 @@ from typing import Any
 
 from ..methods import METHODS, CacheConfig
 
-# The settings `stepcache bench` sweeps when no --grid is given: per method, one or more grids
-# (each the product of its fields' values). The first follows the ranges each method's paper
-# reports, from "nearly lossless" to "aggressive"; the second forecasts (order 1) with the first
-# and last steps full, the settings that led on the zoo models (BENCHMARKS.md).
-_FORECAST = {"order": [1], "warmup": [2], "cooldown": [2]}
-_ADACACHE_DEFAULT = ((0.03, 4), (0.05, 3), (0.08, 2))
+# The settings `stepcache bench` sweeps when no --grid is given: per method, one or more grids (each the
+# product of its fields' values), as each config class declares them. The first follows the ranges each
+# method's paper reports, from "nearly lossless" to "aggressive"; the others forecast (order 1) with the
+# first and last steps full, the settings that led on the zoo models (BENCHMARKS.md).
 DEFAULT_GRIDS: dict[str, list[dict[str, list[Any]]]] = {
-    "deepcache": [{"interval": [2, 3, 5]}, {"interval": [2, 3, 5], "layer": [0]},
-                  {"interval": [2, 3, 4, 5], "layer": [0], "order": [1], "warmup": [2]}],
-    "fora": [{"interval": [2, 3, 5]}, {"interval": [2], "order": [1]}, {"interval": [2, 3, 4], **_FORECAST}],
-    "delta_dit": [{"interval": [2, 3, 4]}, {"interval": [2, 3], **_FORECAST}],
-    "teacache": [{"threshold": [0.1, 0.2, 0.4]}, {"threshold": [0.05, 0.1, 0.2], **_FORECAST}],
-    "tgate": [{"gate_step": [0.7, 0.5, 0.3]}],
-    # (rate threshold, reuse steps) codebooks: conservative, the method's default, aggressive
-    "adacache": [{"codebook": [((0.02, 3), (0.04, 2)), _ADACACHE_DEFAULT, ((0.05, 5), (0.08, 4), (0.12, 2))]},
-                 {"codebook": [_ADACACHE_DEFAULT, ((0.05, 4), (0.1, 3), (0.2, 2))], **_FORECAST}],
-}
+    name: list(cls.default_grids) for name, cls in METHODS.items() if cls.default_grids}
 
 TUPLE_SEPARATORS = ("/", ":")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")

@@ -86,11 +86,11 @@ QUICK = SuiteSettings(
 
 def applicable_configs(sampler) -> list:
     """Default-grid configs of every registered method that works on the sampler's model family."""
-    family = adapter_for(find_denoiser(sampler.target)[0]).family
+    offered = adapter_for(find_denoiser(sampler.target)[0]).offers
     return [
         config
         for name in sorted(METHODS)
-        if family in METHODS[name].families
+        if METHODS[name].fits(offered)
         for config in grid_configs(name, SUITE_GRIDS.get(sampler.name, {}).get(name),
                                    model_defaults=sampler.config_defaults.get(name))
     ]

@@ -1,6 +1,13 @@
-"""The caching methods, one module each, and the registry the API and CLI read."""
+"""The caching methods, one module each, and the registry the API and CLI read.
+
+Every module in this package registers its config class with ``@register`` when imported, and
+every module here is imported below: adding a method is adding one module.
+"""
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from .base import CacheConfig, CacheMethod
 
@@ -9,14 +16,19 @@ METHODS: dict[str, type[CacheConfig]] = {}
 
 
 def register(config_class: type[CacheConfig]) -> type[CacheConfig]:
+    if config_class.method in METHODS:
+        raise RuntimeError(f"two configs register the method name {config_class.method!r}: "
+                           f"{METHODS[config_class.method].__name__} and {config_class.__name__}")
     METHODS[config_class.method] = config_class
     return config_class
 
 
-__all__ = ["CacheConfig", "CacheMethod", "METHODS", "register"]
-from . import tgate  # noqa: E402,F401
-from . import deepcache  # noqa: E402,F401
-from . import adacache  # noqa: E402,F401
-from . import teacache  # noqa: E402,F401
-from . import fora  # noqa: E402,F401
-from . import delta_dit  # noqa: E402,F401
+def config_named(class_name: str) -> type[CacheConfig] | None:
+    """The registered config class called ``class_name`` (e.g. "FORAConfig"), or None."""
+    return next((cls for cls in METHODS.values() if cls.__name__ == class_name), None)
+
+
+__all__ = ["CacheConfig", "CacheMethod", "METHODS", "config_named", "register"]
+
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    importlib.import_module(f"{__name__}.{_module.name}")

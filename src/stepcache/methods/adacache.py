@@ -32,12 +32,12 @@ from typing import ClassVar
 
 import torch
 
-from ..adapters import TRANSFORMER_FAMILIES
+from ..adapters import BLOCKS, GATED_ATTENTION
 from ..core import validate
 from ..core.residual import ResidualSkip
 from ..core.schedules import adacache_reuse_length
 from . import register
-from .base import CacheMethod, ReuseConfig
+from .base import FORECAST_GRID, CacheMethod, ReuseConfig
 
 # rate of change (relative L1 per step) below threshold -> steps the residual serves; the paper's
 # 100-step codebook scaled to 20-50-step runs
@@ -50,7 +50,11 @@ class AdaCacheConfig(ReuseConfig):
     """AdaCache: content-adaptive residual caching; each run's schedule follows how fast the residual changes."""
 
     method: ClassVar[str] = "adacache"
-    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+    requires: ClassVar[frozenset[str]] = frozenset({BLOCKS})
+    # (rate threshold, reuse steps) codebooks: conservative, the method's default, aggressive
+    default_grids: ClassVar[tuple] = (
+        {"codebook": [((0.02, 3), (0.04, 2)), DEFAULT_CODEBOOK, ((0.05, 5), (0.08, 4), (0.12, 2))]},
+        {"codebook": [DEFAULT_CODEBOOK, ((0.05, 4), (0.1, 3), (0.2, 2))], **FORECAST_GRID})
 
     # (threshold, reuse length) pairs, thresholds increasing, lengths >= 1 and not increasing;
     # a rate at or above every threshold reuses for 1 step (the next step is full; convention="reference":
@@ -92,6 +96,10 @@ class AdaCacheConfig(ReuseConfig):
                                  f"indices, got {self.signal_blocks!r}")
             for index in self.signal_blocks:
                 validate.check_int(name, "signal_blocks entry", index, 0)
+
+    def needs(self) -> frozenset[str]:
+        # the reference convention measures the gated self-attention output
+        return self.requires | {GATED_ATTENTION} if self.reference else self.requires
 
     def build(self, adapter, clock) -> "AdaCache":
         return AdaCache(self, adapter, clock)

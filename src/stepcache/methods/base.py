@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
-from ..adapters import Adapter, UnsupportedModelError
+from ..adapters import CAPABILITIES, Adapter, UnsupportedModelError, missing_capabilities
 from ..core.forecast import Forecast
 from ..core.hooks import HookSet
 from ..core.validate import check_choice, check_int
@@ -15,6 +15,10 @@ from ..core.state import RunRecord, StepClock, StepContext
 
 
 CONVENTIONS = ("stepcache", "reference")
+
+# A default bench grid the reusing methods add (``default_grids``): forecasting at order 1 with the first and
+# last steps full, the settings that led on the zoo models (BENCHMARKS.md).
+FORECAST_GRID = {"order": [1], "warmup": [2], "cooldown": [2]}
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,10 @@ class CacheConfig:
     """
 
     method: ClassVar[str] = ""  # the name users and the CLI know the method by
-    families: ClassVar[tuple[str, ...]] = ()  # model families the method works on
+    # adapter capabilities (adapters/base.py) the method needs: it runs on every model whose adapter offers them
+    requires: ClassVar[frozenset[str]] = frozenset()
+    # the settings `stepcache bench` sweeps when given no grid: grids of field -> values, each swept as a product
+    default_grids: ClassVar[tuple[dict[str, list], ...]] = ()
 
     # keyword-only, so each method's own fields keep their positions (FORAConfig(2))
     warmup: int = field(default=0, kw_only=True)
@@ -40,6 +47,15 @@ class CacheConfig:
         check_int(type(self).__name__, "warmup", self.warmup, 0)
         check_int(type(self).__name__, "cooldown", self.cooldown, 0)
         check_choice(type(self).__name__, "convention", self.convention, CONVENTIONS)
+
+    def needs(self) -> frozenset[str]:
+        """The capabilities this config needs: ``requires``, and more where a field asks for it."""
+        return self.requires
+
+    @classmethod
+    def fits(cls, offered: frozenset[str]) -> bool:
+        """Whether the method (with its default fields) runs on a model that offers ``offered``."""
+        return cls.requires <= offered
 
     @property
     def reference(self) -> bool:
@@ -75,10 +91,11 @@ class CacheMethod:
     """
 
     def __init__(self, config: CacheConfig, adapter: Adapter, clock: StepClock) -> None:
-        if adapter.family not in config.families:
+        missing = missing_capabilities(config.needs(), adapter.offers)
+        if missing:
             raise UnsupportedModelError(
-                f"{type(config).__name__} works on {', '.join(config.families)} models, "
-                f"not on {type(adapter.model).__name__} ({adapter.family})"
+                f"{type(config).__name__} needs a model with {', '.join(CAPABILITIES[c] for c in missing)}; "
+                f"{type(adapter.model).__name__} ({adapter.family}) has no {' and no '.join(CAPABILITIES[c] for c in missing)}"
             )
         self.config = config
         self.adapter = adapter

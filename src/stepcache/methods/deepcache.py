@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..adapters import SKIP_LEVELS
 from ..core.schedules import (
     deepcache_reference_full_steps,
     is_uniform_full_step,
@@ -51,7 +52,9 @@ class DeepCacheConfig(ReuseConfig):
     """DeepCache: 1 in N steps runs the whole U-Net, the others only the shallow path above skip level `branch`."""
 
     method: ClassVar[str] = "deepcache"
-    families: ClassVar[tuple[str, ...]] = ("unet",)
+    requires: ClassVar[frozenset[str]] = frozenset({SKIP_LEVELS})
+    default_grids: ClassVar[tuple] = ({"interval": [2, 3, 5]}, {"interval": [2, 3, 5], "layer": [0]},
+                                      {"interval": [2, 3, 4, 5], "layer": [0], "order": [1], "warmup": [2]})
 
     interval: int = 3  # N: one full step in N (1 = never cache)
     branch: int = 0  # skip level whose shallow path keeps running; 0 = shallowest, cheapest cached step

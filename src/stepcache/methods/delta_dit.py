@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..adapters import TRANSFORMER_FAMILIES
+from ..adapters import BLOCKS
 from ..core import validate
 from ..core.residual import ResidualSkip
 from ..core.schedules import check_interval, is_before_boundary, resolve_step, reuse_steps
 from . import register
-from .base import CacheMethod, ReuseConfig
+from .base import FORECAST_GRID, CacheMethod, ReuseConfig
 
 DEFAULT_NUM_BLOCKS = 4
 DEFAULT_BOUNDARY = 0.5
@@ -44,7 +44,8 @@ class DeltaDiTConfig(ReuseConfig):
     """
 
     method: ClassVar[str] = "delta_dit"
-    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+    requires: ClassVar[frozenset[str]] = frozenset({BLOCKS})
+    default_grids: ClassVar[tuple] = ({"interval": [2, 3, 4]}, {"interval": [2, 3], **FORECAST_GRID})
 
     interval: int = 2
     num_blocks: int | None = None

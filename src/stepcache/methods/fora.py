@@ -21,13 +21,13 @@ import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..adapters import SUBLAYER_ROLES, TRANSFORMER_FAMILIES, adaln
+from ..adapters import ADALN_GATES, BLOCKS, SUBLAYER_ROLES, SUBLAYERS, adaln
 from ..core import validate
 from ..core.forecast import Forecast, ForecastView
 from ..core.reuse import ReuseSlot
 from ..core.schedules import check_interval, fora_reference_is_full, reuse_steps
 from . import register
-from .base import CacheMethod, ReuseConfig
+from .base import FORECAST_GRID, CacheMethod, ReuseConfig
 
 
 @register
@@ -44,7 +44,9 @@ class FORAConfig(ReuseConfig):
     """
 
     method: ClassVar[str] = "fora"
-    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+    requires: ClassVar[frozenset[str]] = frozenset({BLOCKS, SUBLAYERS})  # and ADALN_GATES where offered
+    default_grids: ClassVar[tuple] = ({"interval": [2, 3, 5]}, {"interval": [2], "order": [1]},
+                                      {"interval": [2, 3, 4], **FORECAST_GRID})
 
     interval: int = 3
     sublayers: tuple[str, ...] | None = None
@@ -84,7 +86,7 @@ class FORA(CacheMethod):
         self.modules = [m for block in blocks for role, ms in adapter.sublayers(block).items() if role in roles
                         for m in ms]
         # under the reference convention the adaLN layers compute every chunk, as FORA's code does
-        self.modulations = [] if config.reference else [
+        self.modulations = [] if config.reference or ADALN_GATES not in adapter.offers else [
             m for block in blocks if set(adapter.sublayers(block)) <= set(roles) for m in adapter.gate_modulations(block)]
         self._caches: dict[int, Forecast] = {}  # branch -> module index -> its outputs at the last full steps
         self._slot = ReuseSlot()  # set once per denoiser call, read by every sublayer hook

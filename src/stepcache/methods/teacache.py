@@ -26,13 +26,13 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from ..adapters import TRANSFORMER_FAMILIES
+from ..adapters import BLOCKS, MODULATED_INPUT
 from ..core.memo import OutputMemo
 from ..core.residual import ResidualSkip
 from ..core.schedules import teacache_step
 from ..core.validate import check_float
 from . import register
-from .base import CacheMethod, ReuseConfig
+from .base import FORECAST_GRID, CacheMethod, ReuseConfig
 
 IDENTITY = (1.0, 0.0)  # the rescale used without calibration: estimated output change = input change
 
@@ -52,7 +52,8 @@ class TeaCacheConfig(ReuseConfig):
     """
 
     method: ClassVar[str] = "teacache"
-    families: ClassVar[tuple[str, ...]] = TRANSFORMER_FAMILIES
+    requires: ClassVar[frozenset[str]] = frozenset({BLOCKS, MODULATED_INPUT})
+    default_grids: ClassVar[tuple] = ({"threshold": [0.1, 0.2, 0.4]}, {"threshold": [0.05, 0.1, 0.2], **FORECAST_GRID})
 
     threshold: float = 0.2
     coefficients: Sequence[float] | str | os.PathLike | None = None

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 from diffusers.utils import BaseOutput
 
-from ..adapters import CROSS_ATTN, SELF_ATTN, UnsupportedModelError
+from ..adapters import CROSS_ATTENTION, CROSS_ATTN, SELF_ATTN, SUBLAYERS
 from ..core import validate
 from ..core.reuse import ReuseSlot
 from ..core.schedules import resolve_step, tgate_self_attn_reused
@@ -49,7 +49,8 @@ class TGateConfig(CacheConfig):
     """T-GATE: cross-attention cached from a gate step on (CFG-averaged), optional self-attention caching before."""
 
     method: ClassVar[str] = "tgate"
-    families: ClassVar[tuple[str, ...]] = ("unet", "pixart")
+    requires: ClassVar[frozenset[str]] = frozenset({SUBLAYERS, CROSS_ATTENTION})
+    default_grids: ClassVar[tuple] = ({"gate_step": [0.7, 0.5, 0.3]},)
 
     gate_step: int | float = 0.4  # m: index >= 1, or fraction of the run in (0, 1]; the run's length = no gate
     self_attn_interval: int = 1  # k: before the gate, self-attention is computed every k steps (1 = every step)
@@ -78,12 +79,6 @@ class TGateConfig(CacheConfig):
 
 class TGate(CacheMethod):
     def __init__(self, config: TGateConfig, adapter, clock) -> None:
-        if not adapter.has_cross_attention:
-            raise UnsupportedModelError(
-                f"T-GATE gates a separate cross-attention, and {type(adapter.model).__name__} ({adapter.family}) "
-                "has none: SD3 and FLUX attend to text jointly with the image tokens, and unconditional "
-                "U-Nets have no text at all"
-            )
         super().__init__(config, adapter, clock)
         if config.cfg == "auto" and clock.pipeline_name is None:
             raise ValueError("TGateConfig(cfg='auto') needs a pipeline to read CFG from; for a bare model "
