@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import stepcache
+from stepcache.api import find_denoiser
 from stepcache.methods import METHODS
 from variants import VARIANTS
 
@@ -68,13 +69,13 @@ def _counting_steps(scheduler):
         cls.step = original
 
 
-def _denoiser(pipe):
-    return pipe.unet if hasattr(pipe, "unet") else pipe.transformer
+# the layer each family's denoiser runs first
+FIRST_LAYERS = ("conv_in", "pos_embed", "x_embedder", "patch_embedding", "patch_embed", "img_in", "proj_in")
 
 
 def _fail_at_third_call(model):
     """A forward pre-hook on the denoiser's first layer that raises at its third call."""
-    first = next(getattr(model, name) for name in ("conv_in", "pos_embed", "x_embedder") if hasattr(model, name))
+    first = next(getattr(model, name) for name in FIRST_LAYERS if hasattr(model, name))
     calls = [0]
 
     def hook(module, args):
@@ -106,7 +107,7 @@ def test_variant(variant, method):
     assert stats["cached_steps"] > 0, stats
     assert stats["cache_bytes"] == 0, "caches must be freed when the call returns"
 
-    failing = _fail_at_third_call(_denoiser(pipe))
+    failing = _fail_at_third_call(find_denoiser(pipe)[0])
     with pytest.raises(Boom):
         _run(variant, pipe)
     failing.remove()

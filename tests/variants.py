@@ -198,6 +198,18 @@ def _flux_controlnet():
         joint_attention_dim=tiny.TEXT_DIM, pooled_projection_dim=tiny.TEXT_DIM, axes_dims_rope=(4, 2, 2)))()
 
 
+def _wan(two_stage: bool = False):
+    return lambda: _quiet(tiny.wan_pipeline(two_stage=two_stage))
+
+
+def _wan_kwargs(steps: int = STEPS, **extra):
+    return lambda: dict(tiny.wan_call_kwargs(), num_inference_steps=steps, output_type="latent", **extra)
+
+
+def _frames(out) -> torch.Tensor:
+    return out.frames
+
+
 def _dit_kwargs():
     return dict(class_labels=[1, 2], num_inference_steps=STEPS, output_type="np")
 
@@ -260,4 +272,9 @@ VARIANTS = [
                          output_type="latent"), "flux"),
     Variant("flux-controlnet", _flux(FluxControlNetPipeline, controlnet=_flux_controlnet),
             _flux_kwargs(control_image=_image()), "flux"),
+    Variant("wan-2.1", _wan(), _wan_kwargs(), "wan", _frames),
+    Variant("wan-2.1-guidance-1", _wan(), _wan_kwargs(guidance_scale=1.0), "wan", _frames),
+    # Wan 2.2 A14B: transformer takes the steps at or above the boundary timestep (0-2 of 8 here), transformer_2
+    # the rest, so T-GATE's gate at half the run falls in transformer_2's stage
+    Variant("wan-2.2-two-stage", _wan(two_stage=True), _wan_kwargs(steps=8), "wan", _frames),
 ]

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 import tiny
-from stepcache.adapters import CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, SELF_ATTN, adapter_for
+from stepcache.adapters import BLOCKS, CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, MODULATED_INPUT, SELF_ATTN, adapter_for
 from stepcache.core.hooks import HookSet
 
-TRANSFORMERS = ["dit", "pixart", "sd3", "flux"]
+# every tiny model whose family is a stack of transformer blocks, and those with a modulated block input
+TRANSFORMERS = [name for name, build in tiny.MODELS.items() if BLOCKS in adapter_for(build()).offers]
+MODULATED = [name for name in TRANSFORMERS if MODULATED_INPUT in adapter_for(tiny.MODELS[name]()).offers]
 
 
 def _capture_blocks(adapter, model, family):
@@ -35,8 +37,8 @@ def _capture_blocks(adapter, model, family):
 def test_blocks_are_all_transformer_blocks_in_order(family):
     model = tiny.MODELS[family]()
     adapter = adapter_for(model)
-    expected = len(model.transformer_blocks) + len(getattr(model, "single_transformer_blocks", []))
-    assert len(adapter.blocks()) == expected
+    stacks = ("transformer_blocks", "single_transformer_blocks", "blocks", "temporal_transformer_blocks")
+    assert len(adapter.blocks()) == sum(len(getattr(model, name, None) or []) for name in stacks)
     seen, _ = _capture_blocks(adapter, model, family)
     assert [block for block, *_ in seen] == adapter.blocks()
 
@@ -53,7 +55,7 @@ def test_block_state_round_trip_feeds_the_next_block(family):
         assert type(rebuilt) is type(out)
 
 
-@pytest.mark.parametrize("family", TRANSFORMERS)
+@pytest.mark.parametrize("family", MODULATED)
 def test_modulated_input_is_what_the_first_attention_sees(family):
     model = tiny.MODELS[family]()
     adapter = adapter_for(model)
@@ -70,6 +72,7 @@ def test_modulated_input_is_what_the_first_attention_sees(family):
     ("sd3", {SELF_ATTN, FEED_FORWARD}),
     ("flux", {SELF_ATTN, FEED_FORWARD}),
     ("unet", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
+    ("wan", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
 ])
 def test_sublayers_are_modules_of_their_block(family, roles):
     model = tiny.MODELS[family]()

@@ -251,6 +251,11 @@ class TGate(CacheMethod):
     def _close_gate(self) -> None:
         """At the first call after the gate: settle the CFG mode and average the gate's cross-attention."""
         branches = len(self._cross_at_gate)
+        if not branches:  # a pipeline's second denoiser (Wan 2.2's transformer_2) taking over after the gate
+            raise RuntimeError(
+                f"T-GATE's gate is step {self._gate}, but this {type(self.adapter.model).__name__} first ran after it, "
+                "so it has no cross-attention from the step before the gate to reuse; with two denoisers "
+                "(Wan 2.2), put gate_step after the step where the second takes over")
         mode = ("split" if branches == 2 else "batched") if self._cfg_on else "none"
         if self.config.cfg not in ("auto", mode) or (mode == "none" and branches != 1) or branches > 2:
             raise RuntimeError(f"TGateConfig(cfg={self.config.cfg!r}) but the denoiser was called {branches} "

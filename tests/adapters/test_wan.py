@@ -1,0 +1,56 @@
+"""Wan 2.2's two-stage pipeline: both denoisers found, cached under one handle, with stats for each."""
+
+import pytest
+import torch
+
+import stepcache
+import tiny
+from stepcache.api import find_denoisers
+
+STEPS = 8  # transformer runs steps 0-2 (timesteps at or above the 0.875 boundary), transformer_2 steps 3-7
+
+
+def _pipe():
+    pipe = tiny.wan_pipeline(two_stage=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _run(pipe):
+    with torch.no_grad():
+        return pipe(**tiny.wan_call_kwargs(), num_inference_steps=STEPS, output_type="latent",
+                    generator=torch.Generator().manual_seed(0)).frames
+
+
+def test_both_denoisers_are_found_the_first_stage_first():
+    pipe = _pipe()
+    assert find_denoisers(pipe) == ([("transformer", pipe.transformer), ("transformer_2", pipe.transformer_2)], pipe)
+    wan21 = tiny.wan_pipeline()  # Wan 2.1: transformer_2 is None
+    assert find_denoisers(wan21) == ([("transformer", wan21.transformer)], wan21)
+
+
+def test_one_handle_caches_both_stages_and_reports_each():
+    pipe = _pipe()
+    reference = _run(pipe)
+    handle = stepcache.apply(pipe, stepcache.FORAConfig(interval=2))
+    _run(pipe)
+    stats = handle.stats()
+    # step 1 reuses transformer's step 0; transformer_2 first runs step 3 in full, then reuses at 5 and 7
+    assert stats["cached_step_indices"] == [1, 5, 7]
+    assert set(stats["denoisers"]) == {"transformer", "transformer_2"}
+    assert all(d["class"] == "WanTransformer3DModel" and d["cached_modules"] > 0 for d in stats["denoisers"].values())
+    with pytest.raises(RuntimeError, match="already has a fora cache"):
+        stepcache.apply(pipe.transformer_2, stepcache.FORAConfig())
+    handle.remove()
+    assert torch.equal(_run(pipe), reference)
+    stepcache.apply(pipe.transformer_2, stepcache.FORAConfig()).remove()  # both models are free again
+
+
+def test_tgate_refuses_a_gate_before_the_second_stage_takes_over():
+    pipe = _pipe()
+    with stepcache.cached(pipe, stepcache.TGateConfig(gate_step=2)):
+        with pytest.raises(RuntimeError, match="first ran after it"):
+            _run(pipe)
+    with stepcache.cached(pipe, stepcache.TGateConfig(gate_step=5)) as handle:
+        _run(pipe)
+        assert handle.stats()["denoisers"]["transformer_2"]["cross_attn_reused_steps"] == [5, 6, 7]
