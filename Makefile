@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/stepcache generate --model zoo:dit-digits --method teacache --threshold 0.2 --out out/demo.png
+	$(BIN)/stepcache generate --model zoo:dit-digits --method teacache --set threshold=0.2 --out out/demo.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

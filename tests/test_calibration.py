@@ -98,7 +98,7 @@ def test_calibrate_counts_a_sample_per_step_and_branch():
 def test_calibrate_command_writes_coefficients_for_a_zoo_model(tmp_path, monkeypatch, capsys):
     untrained = evaluate.untrained_pipeline(registry.get("dit-digits"))
     untrained.set_progress_bar_config(disable=True)
-    monkeypatch.setattr(targets, "load_pipeline", lambda spec: untrained)  # no weights needed
+    monkeypatch.setattr(targets, "load_pipeline", lambda spec, **kwargs: untrained)  # no weights needed
     out = tmp_path / "coeffs.json"
     argv = ["calibrate", "--model", "zoo:dit-digits", "--out", str(out), "--steps", "4", "--seeds", "1",
             "--degree", "2"]

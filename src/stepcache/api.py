@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import os
 import re
 import weakref
 from typing import Any, Iterator
@@ -58,7 +59,7 @@ def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
     return denoisers[0][1], pipe
 
 
-def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheHandle":
+def apply(target: Any, config: "CacheConfig | str | os.PathLike", *, scheduler: Any = None) -> "CacheHandle":
     """Install ``config``'s cache on a pipeline's denoiser (or on a denoiser model).
 
     Applied to a pipeline, every call of that pipeline is one run (core/state.py says how
@@ -66,8 +67,13 @@ def apply(target: Any, config: CacheConfig, *, scheduler: Any = None) -> "CacheH
     ``scheduler`` (or call ``handle.start_run``).
     Raises RuntimeError if the model already has a cache: remove that one first.
     """
+    if isinstance(config, (str, os.PathLike)):  # a config file, e.g. the one `stepcache tune` writes
+        from .config_files import load_config
+
+        config = load_config(config)
     if not isinstance(config, CacheConfig):
-        raise TypeError(f"config must be a stepcache config (e.g. FORAConfig(...)), got {type(config).__name__}")
+        raise TypeError("config must be a stepcache config (e.g. FORAConfig(...)) or the path of a config file, "
+                        f"got {type(config).__name__}")
     denoisers, pipe = find_denoisers(target)
     if pipe is not None and scheduler is not None:
         raise ValueError("scheduler= is for a bare model in a hand-written loop; a pipeline's runs follow its "

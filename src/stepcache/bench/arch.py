@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from diffusers import DDIMScheduler, DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
+from ..errors import UsageError
 from .samplers import Sampler
 
 ARCH_PREFIX = "arch:"
@@ -66,10 +67,22 @@ ARCHS: dict[str, tuple[type, dict, Callable]] = {
 }
 
 
+# where each config above comes from
+CHECKPOINTS = {"sd15-unet": "runwayml/stable-diffusion-v1-5", "dit-xl-2": "facebook/DiT-XL-2-256",
+               "pixart-alpha": "PixArt-alpha/PixArt-XL-2-512x512"}
+
+
+def describe_arch(name: str) -> str:
+    """One line for ``stepcache models``: the class and the checkpoint whose config it has."""
+    cls, config, _ = ARCHS[name]
+    size = f"{config['num_layers']} blocks" if "num_layers" in config else f"channels {config['block_out_channels']}"
+    return f"{cls.__name__} as in {CHECKPOINTS[name]} ({size}), random weights"
+
+
 def build(name: str, **overrides) -> torch.nn.Module:
     """The denoiser of ``name`` with random weights (``overrides`` change config values, e.g. for tests)."""
     if name not in ARCHS:
-        raise ValueError(f"unknown model {ARCH_PREFIX}{name}; known: {', '.join(ARCH_PREFIX + n for n in ARCHS)}")
+        raise UsageError(f"unknown model {ARCH_PREFIX}{name}; known: {', '.join(ARCH_PREFIX + n for n in ARCHS)}")
     cls, config, _ = ARCHS[name]
     torch.manual_seed(0)
     return cls(**{**config, **overrides}).eval()

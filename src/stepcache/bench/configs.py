@@ -1,4 +1,4 @@
-"""Method configs from text: typed ``--field value`` parsing and the parameter grids the bench sweeps.
+"""Method configs from text: typed ``--set FIELD=VALUE`` parsing and the parameter grids the bench sweeps.
 
 Everything works off ``stepcache.methods.METHODS`` and each config's dataclass fields, so a
 new method needs nothing here; its config's ``default_grids`` are what the bench sweeps by default.
@@ -13,6 +13,8 @@ import types
 import typing
 from typing import Any
 
+from ..config_files import as_record, config_class, field_names
+from ..errors import UsageError
 from ..methods import METHODS, CacheConfig
 
 # The settings `stepcache bench` sweeps when no --grid is given: per method, one or more grids (each the
@@ -26,28 +28,36 @@ TUPLE_SEPARATORS = ("/", ":")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
-def config_class(method: str) -> type[CacheConfig]:
-    """The config class registered as ``method``; ValueError listing the known methods otherwise."""
-    if method not in METHODS:
-        known = ", ".join(sorted(METHODS)) or "none registered"
-        raise ValueError(f"unknown method {method!r}; known methods: {known}")
-    return METHODS[method]
-
-
-def field_names(cls: type[CacheConfig]) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.init]
-
-
 def coerce_fields(cls: type[CacheConfig], values: dict[str, str]) -> dict[str, Any]:
-    """Text values -> typed field values of ``cls``; unknown field -> ValueError listing the fields."""
+    """Text values -> typed field values of ``cls``; unknown field -> UsageError listing the fields."""
     hints = typing.get_type_hints(cls)
     names = field_names(cls)
     typed = {}
     for name, text in values.items():
         if name not in names:
-            raise ValueError(f"{cls.method} has no parameter {name!r}; its parameters: {', '.join(names)}")
+            raise UsageError(f"{cls.method} has no parameter {name!r}; its parameters: {', '.join(names)}")
         typed[name] = coerce(text, hints[name], f"{cls.method}.{name}")
     return typed
+
+
+def make_config(cls: type[CacheConfig], values: dict[str, Any]) -> CacheConfig:
+    """``cls`` from field values (text is coerced); a value the config refuses is a UsageError."""
+    typed = coerce_fields(cls, values)
+    try:
+        return cls(**typed)
+    except (ValueError, OSError) as error:  # range checks; TeaCache's coefficients file
+        raise UsageError(str(error)) from None
+
+
+def parse_settings(items: list[str], option: str = "--set") -> dict[str, str]:
+    """``["threshold=0.2", "order=1"]`` -> {"threshold": "0.2", "order": "1"} (values still text)."""
+    settings = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{option} expects FIELD=VALUE, got {item!r}")
+        settings[name.strip().replace("-", "_")] = value.strip()
+    return settings
 
 
 def coerce(text: Any, hint: Any, what: str, depth: int = 0) -> Any:
@@ -67,12 +77,12 @@ def coerce(text: Any, hint: Any, what: str, depth: int = 0) -> Any:
 def _coerce_tuple(text: str, args: tuple, what: str, depth: int) -> tuple:
     # nested tuples need one separator per level: "0.03:4/0.05:3" is ((0.03, 4), (0.05, 3))
     if depth >= len(TUPLE_SEPARATORS):
-        raise ValueError(f"{what}: tuples nested deeper than {len(TUPLE_SEPARATORS)} cannot be given as text")
+        raise UsageError(f"{what}: tuples nested deeper than {len(TUPLE_SEPARATORS)} cannot be given as text")
     parts = [p for p in text.split(TUPLE_SEPARATORS[depth]) if p]
     variadic = not args or (len(args) == 2 and args[1] is Ellipsis)
     items = [args[0] if args else str] * len(parts) if variadic else list(args)
     if len(items) != len(parts):
-        raise ValueError(f"{what}: expected {len(items)} values separated by {TUPLE_SEPARATORS[depth]!r}, got {text!r}")
+        raise UsageError(f"{what}: expected {len(items)} values separated by {TUPLE_SEPARATORS[depth]!r}, got {text!r}")
     return tuple(coerce(part, item, what, depth + 1) for part, item in zip(parts, items))
 
 
@@ -86,7 +96,7 @@ def _coerce_union(text: str, args: tuple, what: str, depth: int) -> Any:
             return coerce(text, candidate, what, depth)
         except ValueError:
             continue
-    raise ValueError(f"{what}: cannot read {text!r} as {' or '.join(getattr(a, '__name__', str(a)) for a in args)}")
+    raise UsageError(f"{what}: cannot read {text!r} as {' or '.join(getattr(a, '__name__', str(a)) for a in args)}")
 
 
 def _union_rank(hint: Any) -> int:
@@ -103,8 +113,8 @@ def _coerce_scalar(text: str, hint: Any, what: str) -> Any:
         if hint in (int, float, str):
             return hint(text)
     except ValueError:
-        raise ValueError(f"{what}: cannot read {text!r} as {hint.__name__}") from None
-    raise ValueError(f"{what}: parameters of type {hint} cannot be given on the command line")
+        raise UsageError(f"{what}: cannot read {text!r} as {hint.__name__}") from None
+    raise UsageError(f"{what}: parameters of type {hint} cannot be given on the command line")
 
 
 def parse_grid(items: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -116,13 +126,13 @@ def parse_grid(items: list[str], methods: list[str]) -> dict[str, dict[str, list
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not values:
-            raise ValueError(f"--grid expects FIELD=V1,V2,... or METHOD.FIELD=V1,..., got {item!r}")
+            raise UsageError(f"--grid expects FIELD=V1,V2,... or METHOD.FIELD=V1,..., got {item!r}")
         method, _, field = key.rpartition(".")
         targets = [method] if method else [m for m in methods if field in field_names(config_class(m))]
         if method and method not in methods:
-            raise ValueError(f"--grid {item!r} names method {method!r}, which is not among --method {methods}")
+            raise UsageError(f"--grid {item!r} names method {method!r}, which is not among --method {methods}")
         if not targets:
-            raise ValueError(f"--grid field {field!r} belongs to none of the methods {methods}")
+            raise UsageError(f"--grid field {field!r} belongs to none of the methods {methods}")
         for target in targets:
             grid[target][field] = values.split(",")
     return grid
@@ -137,14 +147,14 @@ def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None,
     """
     cls = config_class(method)
     if method not in DEFAULT_GRIDS and not overrides:
-        raise ValueError(f"method {method!r} has no default grid; give one with --grid FIELD=V1,V2,...")
+        raise UsageError(f"method {method!r} has no default grid; give one with --grid FIELD=V1,V2,...")
     configs = []
     for default in DEFAULT_GRIDS.get(method, [{}]):
         grid = {**default, **(overrides or {})}
         fields = list(grid)
         for combo in itertools.product(*(grid[f] for f in fields)):
             values = {**(model_defaults or {}), **dict(zip(fields, combo))}
-            config = cls(**coerce_fields(cls, values))
+            config = make_config(cls, values)
             if config not in configs:
                 configs.append(config)
     return configs
@@ -166,10 +176,3 @@ def describe(config: CacheConfig | None) -> str:
 
 def _short(value: Any) -> Any:
     return os.path.basename(value) if isinstance(value, (str, os.PathLike)) and os.sep in str(value) else value
-
-
-def as_record(config: CacheConfig | None) -> dict | None:
-    """The exact config as JSON: method name and every field."""
-    if config is None:
-        return None
-    return {"method": config.method, **dataclasses.asdict(config)}

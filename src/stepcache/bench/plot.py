@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .records import NOT_RUN_KINDS
+
 PSNR_CAP = 60.0
 MARKERS = "os^DvP*X"  # identical images have infinite PSNR; drawn at this height
 
@@ -21,7 +23,7 @@ def pareto_plot(records: list[dict], path: str | Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in records if r["kind"] != "peer_not_run"]
+    records = [r for r in records if r["kind"] not in NOT_RUN_KINDS]
     quality = records[0]["fidelity"] is not None
     panels = _panels(records) if quality else [("speedup_macs", "MAC speedup", "speedup_wall", "wall-time speedup")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
@@ -38,6 +40,7 @@ def pareto_plot(records: list[dict], path: str | Path, title: str = "") -> None:
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

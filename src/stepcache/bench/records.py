@@ -6,7 +6,7 @@ half-written one.
 
 Layout (``SCHEMA_VERSION`` 1): ``{"schema_version": 1, "run": {...}, "records": [...]}``. ``run`` says
 where and how (versions, threads, date, the sampler's setup); each record has ``kind``
-("uncached", "cached", "fewer_steps", "peer", "peer_not_run"), ``label``, ``config`` (every field),
+("uncached", "cached", "fewer_steps", "peer", and "not_run"/"peer_not_run" with a ``reason``), ``label``, ``config`` (every field),
 the step counts, MACs and speedups, wall times, fidelity and, for zoo models, distribution scores.
 A change to that layout raises the version.
 """
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 SCHEMA_VERSION = 1
+NOT_RUN_KINDS = ("not_run", "peer_not_run")  # records of configs that did not run, with the reason
 
 
 def run_info(device: torch.device) -> dict:
@@ -76,6 +77,7 @@ def public(record: dict) -> dict:
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` so readers see the old file or the new one, never a part."""
     text = json.dumps(_finite(payload), indent=2, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)  # created at the first write: a failed start leaves no folder
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); a results file is for everyone who may read the folder
@@ -103,23 +105,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail now, before any generation, if ``path`` cannot be written (folder is created if missing)."""
-    path = Path(path)
-    if path.is_dir():
-        raise OSError(f"cannot write {path}: it is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"cannot create the folder of {path}: {error.strerror}") from None
-    # a real probe file: os.access says yes to root even on read-only file systems
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe"):
-            pass
-    except OSError as error:
-        raise OSError(f"cannot write {path}: {error.strerror}") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OSError(f"cannot write {path}: permission denied")
-    return path

@@ -11,6 +11,8 @@ import math
 import os
 from collections import defaultdict
 
+from .records import NOT_RUN_KINDS
+
 TWO_X = (1.7, 2.5)  # MAC speedups that count as "about 2x"
 MB = 2**20
 COMPARE_AT = (1.5, 2.0, 2.5, 3.0)  # MAC speedups of the peer comparison
@@ -51,7 +53,7 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
 
 
 def _section(section: dict) -> list[str]:
-    records = [r for r in section["records"] if r["kind"] != "peer_not_run"]
+    records = [r for r in section["records"] if r["kind"] not in NOT_RUN_KINDS]
     quality = records[0]["fidelity"] is not None
     lines = [f"## {section['model']}", ""]
     if "run" in section:
@@ -207,3 +209,57 @@ def best_at_two_x(records: list[dict]) -> str:
 def _psnr(record: dict) -> float:
     psnr = record["fidelity"]["psnr"]
     return float("inf") if psnr is None else psnr
+
+
+def terminal_table(records: list[dict]) -> str:
+    """The records as a plain-text table for the terminal: one row per config, fewer-steps rows last.
+
+    Each cached or peer row says how its PSNR compares with the fewer-steps run at its MACs
+    (the baseline it must beat); configs that did not run follow, with the reason.
+    """
+    ran = [r for r in records if r["kind"] not in NOT_RUN_KINDS]
+    quality = bool(ran) and ran[0]["fidelity"] is not None
+    distribution = bool(ran) and ran[0].get("distribution") is not None
+    head = ["config", "full/cached", "MAC x", "wall x"]
+    if quality:
+        head += ["PSNR", "SSIM", "feat. dist."] + (["accuracy", "Fréchet"] if distribution else []) + ["vs fewer steps"]
+    else:
+        head += ["wall/MAC"]
+    rows = [head]
+    for r in ran:
+        label = f"fewer steps: {r['steps']}" if r["kind"] == "fewer_steps" else r["label"]
+        row = [label, f"{r['full_steps']}/{r['cached_steps']}", f"{r['speedup_macs']:.2f}",
+               "-" if r["speedup_wall"] is None else f"{r['speedup_wall']:.2f}"]
+        if quality:
+            fid = r["fidelity"]
+            row += [_psnr_text(fid["psnr"]), f"{fid['ssim']:.4f}",
+                    "-" if fid["feature_distance"] is None else f"{fid['feature_distance']:.4f}"]
+            if distribution:
+                d = r["distribution"]
+                row += [f"{d['accuracy']:.3f}", f"{d['frechet']:.1f}"]
+            row.append(_against_fewer_steps(r, records))
+        else:
+            row.append("-" if r["wall_over_mac_speedup"] is None else f"{r['wall_over_mac_speedup']:.0%}")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"not run: {r['label']}: {r['reason']}" for r in records if r["kind"] in NOT_RUN_KINDS]
+    return "\n".join(lines)
+
+
+def _psnr_text(psnr: float | None) -> str:
+    return "inf" if psnr is None or psnr == float("inf") else f"{psnr:.2f}"
+
+
+def _against_fewer_steps(record: dict, records: list[dict]) -> str:
+    """"+2.1 dB vs 12 steps" for a config whose fewer-steps baseline ran; "" otherwise."""
+    if record["kind"] not in ("cached", "peer"):
+        return ""
+    baseline = next((r for r in records if r["kind"] == "fewer_steps" and record["label"] in r.get("matches", [])),
+                    None)
+    if baseline is None:
+        return ""
+    diff = _psnr(record) - _psnr(baseline)
+    return f"{diff:+.1f} dB vs {baseline['steps']} steps" if math.isfinite(diff) else f"vs {baseline['steps']} steps"

@@ -14,20 +14,26 @@ from __future__ import annotations
 import contextlib
 import datetime
 import statistics
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
 
-from ..api import apply
+from ..adapters import UnsupportedModelError, adapter_for
+from ..api import apply, find_denoiser
+from ..core.state import RunRecord, StepClock
+from ..errors import check_writable
 from ..methods.base import CacheConfig
 from . import fidelity
 from .baseline import baseline_steps, matching_steps
 from .configs import as_record, describe
 from .macs import macs_per_step
 from .measure import peak_cache_bytes, peak_memory, summarize, time_runs
-from .records import ResultsFile, check_writable, run_info
+from .quality import SEED_SETS
+from .records import NOT_RUN_KINDS, ResultsFile, run_info
 from .samplers import Sampler, pipeline_sampler
 
 
@@ -50,7 +56,10 @@ def run(
     ``peers`` are ``bench.peers.PeerConfig``s (``peers.peer_configs()`` gives every peer's grid).
     Returns the records (uncached first, then one per config, one per peer config, then the
     fewer-steps runs, which match stepcache's and the peers' MACs); ``out`` gets them as JSON
-    after each one, ``plot`` a speed/quality PNG.
+    after each one, ``plot`` a speed/quality PNG. A config that cannot run on this model and
+    run length (an interval longer than the run, a method for another model family) gets a
+    ``not_run`` record with the reason, said on stderr before anything runs, and the rest go on.
+    ``repeats=0`` measures MACs and quality only (no timed runs: wall speedups are None).
     """
     sampler = target if isinstance(target, Sampler) else pipeline_sampler(target, call_kwargs, num_steps or 25)
     if num_steps is not None:
@@ -61,6 +70,9 @@ def run(
             check_writable(path)
     results = ResultsFile(out, {**run_info(sampler.device), "setup": sampler.setup}) if out else None
     records: list[dict] = []
+    reasons = [cannot_run(sampler, config, sampler.num_steps) for config in configs]
+    skipped = [not_run_record(config, reason) for config, reason in zip(configs, reasons) if reason is not None]
+    configs = [config for config, reason in zip(configs, reasons) if reason is None]
     bar = tqdm(total=1 + len(configs) + len(peers), desc=sampler.name, unit="config", disable=not progress)
 
     def finish(record: dict) -> None:
@@ -69,39 +81,87 @@ def run(
             results.add(record)
         bar.update(1)
 
+    def cells(todo: list[tuple[str, Callable[[Callable[[str], None]], dict]]]) -> None:
+        # The one loop over measurements: each cell is (label, measure(status) -> record).
+        for label, cell in todo:
+            bar.set_postfix_str(label)
+            finish(cell(lambda text, label=label: bar.set_postfix_str(f"{label}: {text}")))
+
     try:
-        reference = measure(sampler, None, sampler.num_steps, repeats, seed)
-        bar.set_postfix_str("uncached")
-        finish(reference)
-        for config in configs:
-            bar.set_postfix_str(describe(config))
-            finish(measure(sampler, config, sampler.num_steps, repeats, seed, reference))
+        for record in skipped:
+            bar.write(f"skipped {record['label']}: {record['reason']}", file=sys.stderr)
+            records.append(record)
+            if results:
+                results.add(record)
+        cells([("uncached", lambda status: measure(sampler, None, sampler.num_steps, repeats, seed, status=status))])
+        reference = records[-1]
         prepared: dict = {}  # one MagCache calibration for all its settings
-        for peer in peers:
-            bar.set_postfix_str(peer.label)
-            finish(measure_peer(sampler, peer, sampler.num_steps, repeats, seed, reference, prepared))
+        cells([(describe(c), lambda status, c=c: measure(sampler, c, sampler.num_steps, repeats, seed, reference,
+                                                         status=status)) for c in configs]
+              + [(p.label, lambda status, p=p: measure_peer(sampler, p, sampler.num_steps, repeats, seed, reference,
+                                                            prepared, status=status)) for p in peers])
         if fewer_steps_baseline:
             cached_records = [r for r in records if r["kind"] in ("cached", "peer")]
             steps_list = baseline_steps(sampler.num_steps, [r["mac_ratio"] for r in cached_records])
             bar.total += len(steps_list)
-            for steps in steps_list:
-                bar.set_postfix_str(f"{steps} steps")
-                record = measure(sampler, None, steps, repeats, seed, reference)
+
+            def fewer(steps: int, status: Callable[[str], None]) -> dict:
+                record = measure(sampler, None, steps, repeats, seed, reference, status=status)
                 record["matches"] = [
                     r["label"] for r in cached_records if matching_steps(sampler.num_steps, r["mac_ratio"]) == steps
                 ]
-                finish(record)
+                return record
+
+            cells([(f"{steps} steps", lambda status, steps=steps: fewer(steps, status)) for steps in steps_list])
     finally:
         bar.close()
-        if plot and records:
+        if plot and any(r["kind"] not in NOT_RUN_KINDS for r in records):
             from .plot import pareto_plot
 
             pareto_plot(records, plot, title=sampler.name)
     return records
 
 
+def cannot_run(sampler: Sampler, config: CacheConfig, steps: int) -> str | None:
+    """Why ``config`` cannot run on the sampler's model for ``steps`` steps, or None if it can.
+
+    The method's own checks decide, without running the model: it is built on the model's
+    adapter (a method for another family refuses there) and told that a run of ``steps``
+    starts (an interval or gate step that does not fit the run refuses there).
+    """
+    try:
+        method = _build(sampler.target, config)
+        method.on_run_start(RunRecord(num_steps=steps))
+    except (UnsupportedModelError, ValueError) as reason:
+        return str(reason)
+    method.on_run_end()
+    return None
+
+
+def does_not_apply(target: Any, method: str) -> str | None:
+    """Why ``method`` (with its default fields) does not run on ``target``'s denoiser at all, or None."""
+    from ..config_files import config_class
+
+    try:
+        with warnings.catch_warnings():  # a default config's warnings (TeaCache without coefficients) are not news
+            warnings.simplefilter("ignore")
+            _build(target, config_class(method)())
+    except UnsupportedModelError as reason:
+        return str(reason)
+    return None
+
+
+def _build(target: Any, config: CacheConfig):
+    """The method's live object on ``target``'s denoiser, with no hook installed."""
+    return config.build(adapter_for(find_denoiser(target)[0]), StepClock(lambda record: None, lambda: None))
+
+
+def not_run_record(config: CacheConfig, reason: str) -> dict:
+    return {"kind": "not_run", "label": describe(config), "config": as_record(config), "reason": reason}
+
+
 def measure_peer(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int, reference: dict,
-                 prepared: dict | None = None) -> dict:
+                 prepared: dict | None = None, status: Callable[[str], None] | None = None) -> dict:
     """One record for peer ``config`` (a ``bench.peers.PeerConfig``): measured like a stepcache config,
     or ``peer_not_run`` with the reason it does not apply or failed. ``prepared`` shares one-off
     preparations (MagCache's calibration) between the peers of a run."""
@@ -111,7 +171,8 @@ def measure_peer(sampler: Sampler, config: Any, steps: int, repeats: int, seed: 
     info: dict = {}
     try:
         attach, info = peers.measure_setup(sampler, config, steps, seed, prepared)
-        return {**measure(sampler, config, steps, repeats, seed, reference, attach=attach), "peer": info}
+        return {**measure(sampler, config, steps, repeats, seed, reference, attach=attach, status=status),
+                "peer": info}
     except peers.NotApplicable as reason:
         return {**not_run, "reason": f"does not apply: {reason}"}
     except Exception as error:  # another library's code on a pipeline it was not written for: say how it failed
@@ -131,11 +192,14 @@ FULL_STEP_MAC_SHARE = 0.99
 
 
 def measure(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int,
-            reference: dict | None = None, attach: Callable[[], Any] | None = None) -> dict:
+            reference: dict | None = None, attach: Callable[[], Any] | None = None,
+            status: Callable[[str], None] | None = None) -> dict:
     """One record: ``config`` (None: uncached) at ``steps``, compared with the ``reference`` record.
 
     ``config`` is a stepcache config, or a peer's with ``attach`` installing it (a ``PeerHandle``).
+    ``repeats=0`` skips the timed runs (wall times and speedups None). ``status`` hears which run is next.
     """
+    status = status or (lambda text: None)
     device = sampler.device
     if attach is None and config is not None:
         attach = lambda: apply(sampler.target, config, scheduler=sampler.scheduler)  # noqa: E731
@@ -146,16 +210,21 @@ def measure(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int,
         if handle:
             held = handle.method.cache_tensors if isinstance(config, CacheConfig) else handle.cache_tensors
             cache_peak = peak_cache_bytes(held, scheduler)
+        status("warm-up, MACs, images")
         with peak_memory(device) as memory, cache_peak as cache:  # the warm-up run
             images, macs, step_macs = macs_per_step(lambda: sampler.sample(steps, seed), scheduler)
         stats = handle.stats() if handle else None
-        if reference is None:
+        if repeats == 0:
+            wall = paired_reference = None
+        elif reference is None:
+            status(f"{repeats} timed run(s)")
             wall, paired_reference = time_runs(lambda: sampler.sample(steps, seed), repeats, device), None
         else:
             # Alternate reference and measured runs: on a shared host whose speed drifts over minutes,
             # back-to-back pairs see the same speed, where a reference timed once at the start does not.
             reference_times, times = [], []
-            for _ in range(repeats):
+            for pair in range(repeats):
+                status(f"timed pair {pair + 1}/{repeats}")
                 if handle:
                     handle.remove()
                     handle = None
@@ -164,6 +233,8 @@ def measure(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int,
                     handle = attach()
                 times += time_runs(lambda: sampler.sample(steps, seed), 1, device)["runs"]
             paired_reference, wall = summarize(reference_times), summarize(times)
+        if sampler.distribution:
+            status(f"{sampler.distribution.samples} samples x {len(SEED_SETS)} seed sets for accuracy and Fréchet")
         distribution = sampler.distribution.evaluate(steps) if sampler.distribution else None
     finally:
         if handle:
@@ -201,7 +272,9 @@ def _relative(record: dict, reference: dict | None) -> dict:
     if reference is None:
         return {"speedup_wall": 1.0, "speedup_macs": 1.0, "mac_ratio": 1.0, "wall_over_mac_speedup": 1.0}
     paired = record.get("reference_wall_s")
-    if paired:  # the median over pairs of (uncached time / this time)
+    if record["wall_s"] is None:  # not timed (repeats=0)
+        speedup_wall = None
+    elif paired:  # the median over pairs of (uncached time / this time)
         speedup_wall = statistics.median(r / t for r, t in zip(paired["runs"], record["wall_s"]["runs"]))
     else:
         speedup_wall = reference["wall_s"]["median"] / record["wall_s"]["median"]
@@ -211,7 +284,7 @@ def _relative(record: dict, reference: dict | None) -> dict:
         "speedup_macs": speedup_macs,
         "mac_ratio": record["macs"] / reference["macs"],
         # the goal: wall-time speedup at least 90% of what the MACs promise
-        "wall_over_mac_speedup": speedup_wall / speedup_macs,
+        "wall_over_mac_speedup": None if speedup_wall is None else speedup_wall / speedup_macs,
     }
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 ZOO_BATCH = 8  # fidelity batch of a zoo model: images compared pixel by pixel with the uncached run
 
 
@@ -70,7 +72,7 @@ def zoo_sampler(
     # the classifier is shipped separately; without it the feature distance is reported as null
     has_classifier = zoo.registry.classifier_path(spec.dataset).is_dir()
     if distribution_samples and not has_classifier:
-        raise ValueError(f"distribution scores need the {spec.dataset} classifier, which is not shipped yet")
+        raise UsageError(f"distribution scores need the {spec.dataset} classifier, which is not shipped yet")
     classifier = zoo.load_classifier(spec.dataset, device=device) if has_classifier else None
 
     def inputs(count: int) -> list:

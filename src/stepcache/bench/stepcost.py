@@ -1,4 +1,4 @@
-"""What one cached step, and the hooks alone, cost in wall time: ``python -m stepcache.bench.stepcost``.
+"""What one cached step, and the hooks alone, cost in wall time: ``stepcache stepcost``.
 
 MACs count matmuls, convolutions and attention. Work a method keeps running on a cached
 step but that has almost no MACs (FORA keeps every block's norms, adaLN modulation, gates
@@ -17,7 +17,6 @@ machine drift by more than the few percent this is about; adjacent single calls 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -26,8 +25,13 @@ import torch
 
 from ..api import apply
 from .arch import ARCH_PREFIX, ARCHS, build
-from .configs import coerce_fields, config_class, field_names
+from ..errors import UsageError
+from .configs import field_names, make_config
 from .macs import macs_of
+
+class NotCaching(ValueError):
+    """The config's schedule does not give the steps the measurement needs."""
+
 
 TIMESTEPS = (torch.tensor([900, 900]), torch.tensor([800, 800]))  # steps 0 and 1, one value per CFG branch
 
@@ -54,7 +58,7 @@ def cached_step_cost(model: torch.nn.Module, call, config, latent_size: int, rep
                         call(latent, t)
                     times.append(time.perf_counter() - start)
                 if handle.stats()["cached_step_indices"] != [1]:
-                    raise ValueError(f"{config} does not cache step 1 after a full step 0; use interval 2")
+                    raise NotCaching(f"{config} does not cache step 1 after a full step 0; use interval 2")
                 if i:
                     full_times.append(times[0])
                     cached_times.append(times[1])
@@ -95,7 +99,7 @@ def hook_overhead(model: torch.nn.Module, call, config, latent_size: int, repeat
         finally:
             handle.remove()
         if cached:
-            raise ValueError(f"{config} cached steps {cached}: turn its caching off (interval=1, threshold=0)")
+            raise NotCaching(f"{config} cached steps {cached}: turn its caching off (interval=1, threshold=0)")
         return seconds
 
     with torch.no_grad():
@@ -116,47 +120,37 @@ def _latent(model: torch.nn.Module, latent_size: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stepcache.bench.stepcost", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="arch:dit-xl-2", help=f"one of {', '.join('arch:' + n for n in ARCHS)}")
-    parser.add_argument("--method", default="fora")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="config field (default interval=2; 1 with --overhead), repeatable")
-    parser.add_argument("--latent", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 5) or, with --overhead, pairs (20)")
-    parser.add_argument("--overhead", action="store_true",
-                        help="time the hooks of a config that caches nothing (e.g. --set interval=1) against the bare model")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure_line(model_name: str, cls, fields: dict, latent_size: int, repeats: int | None, overhead: bool) -> str:
+    """Run the measurement for ``stepcache stepcost`` and say what it found in one line."""
+    name = model_name.removeprefix(ARCH_PREFIX)
+    if not model_name.startswith(ARCH_PREFIX) or name not in ARCHS:
+        raise UsageError(f"unknown model {model_name}; stepcost takes {', '.join(ARCH_PREFIX + n for n in ARCHS)}")
+    repeats = repeats if repeats is not None else 20 if overhead else 5
+    names = field_names(cls)
+    defaults = {"interval": 1 if overhead else 2} if "interval" in names else {}
+    defaults |= {"cfg": "batched"} if "cfg" in names else {}  # the arch call runs batched CFG
+    config = make_config(cls, {**defaults, **fields})
+    model = build(name)
+    call = ARCHS[name][2](model, 1)
+    measure = hook_overhead if overhead else cached_step_cost
     try:
-        name = args.model.removeprefix(ARCH_PREFIX)
-        repeats = args.repeats if args.repeats is not None else 20 if args.overhead else 5
-        if args.latent < 1 or repeats < 1:
-            raise ValueError("--latent and --repeats must be >= 1")
-        cls = config_class(args.method)
-        names = field_names(cls)
-        texts = dict(item.partition("=")[::2] for item in args.set)
-        fields = {"interval": 1 if args.overhead else 2} if "interval" in names else {}
-        fields |= {"cfg": "batched"} if "cfg" in names else {}  # the arch call runs batched CFG
-        config = cls(**{**fields, **coerce_fields(cls, texts)})
-        model = build(name)  # ValueError naming the known models
-        call = ARCHS[name][2](model, 1)
-        measure = hook_overhead if args.overhead else cached_step_cost
-        result = measure(model, call, config, args.latent, repeats)
-    except ValueError as error:
-        print(f"stepcache stepcost: error: {error}", file=sys.stderr)
-        return 2
-    setup = f"{args.model} {config} at {args.latent}x{args.latent} latents, {torch.get_num_threads()} thread(s)"
-    if args.overhead:
+        result = measure(model, call, config, latent_size, repeats)
+    except NotCaching as reason:  # the config's schedule, not a failure: say which setting to use
+        raise UsageError(str(reason)) from None
+    setup = f"{model_name} {config} at {latent_size}x{latent_size} latents, {torch.get_num_threads()} thread(s)"
+    if overhead:
         low, high = result["quartiles"]
-        print(f"{setup}: hooked step / bare call - 1 = {100 * result['overhead']:+.2f}% (median of {result['pairs']} "
-              f"pairs; quartiles {100 * low:+.2f}% to {100 * high:+.2f}%)")
-        return 0
-    print(f"{setup}: full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
-          f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the MACs")
-    return 0
+        return (f"{setup}: hooked step / bare call - 1 = {100 * result['overhead']:+.2f}% (median of {result['pairs']} "
+                f"pairs; quartiles {100 * low:+.2f}% to {100 * high:+.2f}%)")
+    return (f"{setup}: full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
+            f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the MACs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stepcache.bench.stepcost ...`` is ``stepcache stepcost ...``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["stepcost", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

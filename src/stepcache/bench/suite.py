@@ -27,7 +27,8 @@ from ..api import find_denoiser
 from ..methods import METHODS
 from .arch import ARCHS, arch_sampler
 from .configs import DEFAULT_GRIDS, grid_configs
-from .records import check_writable, run_info
+from ..errors import check_writable
+from .records import run_info
 from .report import benchmarks_markdown
 from .runner import run
 from .targets import load_sampler
@@ -106,7 +107,6 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
     """Run ``models`` (None: all; [] renders only), one JSON/PNG each in ``results_dir``, then write ``out``
     from every result there."""
     check_writable(out)
-    results_dir.mkdir(parents=True, exist_ok=True)
     known = suite_models()
     unknown = [m for m in models or [] if m not in known]
     if unknown:
@@ -136,6 +136,7 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
     # results_dir/NOTES.md: how the runs were made (commands, machine load), kept across re-renders
     notes_file = results_dir / "NOTES.md"
     notes = notes_file.read_text() if notes_file.is_file() else ""
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(benchmarks_markdown(sections, info, command, skipped, quick=settings.smoke_test, notes=notes))
     return out
 
