@@ -7,18 +7,39 @@ text encoder is needed.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from diffusers import (
+    AutoencoderDC,
     AutoencoderKL,
+    AutoencoderKLCogVideoX,
+    AutoencoderKLHunyuanVideo,
+    AutoencoderKLLTXVideo,
+    AutoencoderKLQwenImage,
     AutoencoderKLWan,
+    CogVideoXDDIMScheduler,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
     DDIMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    HunyuanVideoPipeline,
+    HunyuanVideoTransformer3DModel,
+    LattePipeline,
+    LatteTransformer3DModel,
+    LTXPipeline,
+    LTXVideoTransformer3DModel,
     PixArtAlphaPipeline,
     PixArtTransformer2DModel,
+    QwenImagePipeline,
+    QwenImageTransformer2DModel,
+    SanaPipeline,
+    SanaTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
@@ -171,6 +192,8 @@ def model_inputs(family: str, model, batch: int = 2, seed: int = 0) -> dict:
     if family == "wan":  # a video: (batch, channels, frames, height, width)
         return dict(hidden_states=torch.randn(batch, 4, 3, 8, 8, generator=g), timestep=t,
                     encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g))
+    if family in PIPELINES:  # what the family's pipeline passes (its batch: uncond and cond where it batches CFG)
+        return dict(_pipeline_inputs(family))
     raise KeyError(family)
 
 
@@ -338,3 +361,190 @@ def wan_pipeline(two_stage: bool = False, **model_kwargs) -> WanPipeline:
 def wan_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
     return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1), height=32, width=32,
                 num_frames=5)
+
+
+# -- the other diffusers transformer families: tiny models, their pipelines and one call's inputs ------------
+@_seeded
+def cogvideox(num_layers: int = 3):
+    return CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=4,
+        text_embed_dim=TEXT_DIM, num_layers=num_layers, sample_width=4, sample_height=4, sample_frames=5, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=5,
+    )
+
+
+def cogvideox_pipeline() -> CogVideoXPipeline:
+    vae = _seeded(lambda: AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4))()
+    return CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=cogvideox(),
+                             scheduler=CogVideoXDDIMScheduler())
+
+
+def cogvideox_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1), height=32, width=32,
+                num_frames=5)
+
+
+POOLED_DIM = 8
+
+
+@_seeded
+def hunyuan_video(num_layers: int = 2, num_single_layers: int = 2):
+    return HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=num_layers,
+        num_single_layers=num_single_layers, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM, rope_axes_dim=(2, 4, 4),
+    )
+
+
+def hunyuan_video_pipeline() -> HunyuanVideoPipeline:
+    vae = _seeded(lambda: AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        norm_num_groups=4, spatial_compression_ratio=8, temporal_compression_ratio=4))()
+    return HunyuanVideoPipeline(text_encoder=None, tokenizer=None, transformer=hunyuan_video(), vae=vae,
+                                scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None,
+                                tokenizer_2=None)
+
+
+def hunyuan_video_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    """With a negative prompt, so true_cfg_scale > 1 runs split CFG (two calls per step)."""
+    g = torch.Generator().manual_seed(seed + 7)
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    return dict(prompt_embeds=_text(batch, seed), pooled_prompt_embeds=torch.randn(batch, POOLED_DIM, generator=g),
+                prompt_attention_mask=mask, negative_prompt_embeds=_text(batch, seed + 1),
+                negative_pooled_prompt_embeds=torch.randn(batch, POOLED_DIM, generator=g),
+                negative_prompt_attention_mask=mask, height=32, width=32, num_frames=5)
+
+
+@_seeded
+def ltx_video(num_layers: int = 3):
+    return LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=num_layers, caption_channels=TEXT_DIM,
+    )
+
+
+def ltx_video_pipeline() -> LTXPipeline:
+    vae = _seeded(lambda: AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=False))()
+    return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                       transformer=ltx_video())
+
+
+def ltx_video_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    return dict(prompt_embeds=_text(batch, seed), prompt_attention_mask=mask,
+                negative_prompt_embeds=_text(batch, seed + 1), negative_prompt_attention_mask=mask, height=32,
+                width=32, num_frames=9)
+
+
+@_seeded
+def latte(num_layers: int = 2):
+    return LatteTransformer3DModel(
+        sample_size=8, num_layers=num_layers, patch_size=2, attention_head_dim=8, num_attention_heads=2,
+        caption_channels=TEXT_DIM, in_channels=4, cross_attention_dim=16, out_channels=8, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6, video_length=2,
+    )
+
+
+def latte_pipeline() -> LattePipeline:
+    return LattePipeline(tokenizer=None, text_encoder=None, vae=vae(), transformer=latte(), scheduler=ddim())
+
+
+def latte_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt=None, negative_prompt_embeds=_text(batch, seed + 1),
+                height=16, width=16, video_length=2, clean_caption=False, mask_feature=False)
+
+
+@_seeded
+def sana(num_layers: int = 3):
+    return SanaTransformer2DModel(
+        patch_size=1, in_channels=4, out_channels=4, num_layers=num_layers, num_attention_heads=2, attention_head_dim=4,
+        num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=TEXT_DIM,
+        sample_size=8,
+    )
+
+
+def sana_pipeline() -> SanaPipeline:
+    vae = _seeded(lambda: AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=[1, 1], downsample_block_type="conv",
+        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+        scaling_factor=0.41407))()
+    return SanaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=sana(),
+                        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
+
+
+def sana_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    return dict(prompt_embeds=_text(batch, seed), prompt_attention_mask=mask, negative_prompt=None,
+                negative_prompt_embeds=_text(batch, seed + 1), negative_prompt_attention_mask=mask, height=32,
+                width=32, use_resolution_binning=False, complex_human_instruction=None)
+
+
+@_seeded
+def qwenimage(num_layers: int = 3):
+    return QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=num_layers, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=TEXT_DIM, guidance_embeds=False, axes_dims_rope=(8, 4, 4),
+    )
+
+
+def qwenimage_pipeline() -> QwenImagePipeline:
+    vae = _seeded(lambda: AutoencoderKLQwenImage(
+        base_dim=4, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4, latents_std=[1.0] * 4))()
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                             transformer=qwenimage())
+
+
+def qwenimage_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    """With a negative prompt, so true_cfg_scale > 1 runs split CFG (two calls per step)."""
+    mask = torch.ones(batch, 5, dtype=torch.long)
+    return dict(prompt_embeds=_text(batch, seed), prompt_embeds_mask=mask, negative_prompt_embeds=_text(batch, seed + 1),
+                negative_prompt_embeds_mask=mask, height=32, width=32)
+
+
+# family -> (tiny pipeline, call kwargs): the families whose bare-model inputs are taken from their pipeline
+PIPELINES = {
+    "wan": (wan_pipeline, wan_call_kwargs),
+    "cogvideox": (cogvideox_pipeline, cogvideox_call_kwargs),
+    "hunyuan_video": (hunyuan_video_pipeline, hunyuan_video_call_kwargs),
+    "ltx_video": (ltx_video_pipeline, ltx_video_call_kwargs),
+    "latte": (latte_pipeline, latte_call_kwargs),
+    "sana": (sana_pipeline, sana_call_kwargs),
+    "qwenimage": (qwenimage_pipeline, qwenimage_call_kwargs),
+}
+MODELS.update(cogvideox=cogvideox, hunyuan_video=hunyuan_video, ltx_video=ltx_video, latte=latte, sana=sana,
+              qwenimage=qwenimage)
+
+
+@functools.lru_cache(maxsize=None)
+def _pipeline_inputs(family: str) -> dict:
+    """The keyword arguments of the first denoiser call of the family's tiny pipeline (one step, CFG on)."""
+    build, call_kwargs = PIPELINES[family]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    seen = {}
+
+    def record(module, args, kwargs):
+        if not seen:
+            seen.update(kwargs, **dict(zip(list(inspect.signature(module.forward).parameters), args)))
+
+    hook = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    with torch.no_grad():
+        pipe(**call_kwargs(), num_inference_steps=1, output_type="latent", generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    seen.pop("return_dict", None)
+    return seen

@@ -210,6 +210,14 @@ def _frames(out) -> torch.Tensor:
     return out.frames
 
 
+def _family(family: str, frames: bool, **extra) -> dict:
+    """A variant's build, kwargs and output for a family's tiny pipeline (tests/tiny.py PIPELINES)."""
+    build, call_kwargs = tiny.PIPELINES[family]
+    return dict(build=lambda: _quiet(build()),
+                kwargs=lambda: dict(call_kwargs(), num_inference_steps=STEPS, output_type="latent", **extra),
+                family=family, output=_frames if frames else _images)
+
+
 def _dit_kwargs():
     return dict(class_labels=[1, 2], num_inference_steps=STEPS, output_type="np")
 
@@ -277,4 +285,12 @@ VARIANTS = [
     # Wan 2.2 A14B: transformer takes the steps at or above the boundary timestep (0-2 of 8 here), transformer_2
     # the rest, so T-GATE's gate at half the run falls in transformer_2's stage
     Variant("wan-2.2-two-stage", _wan(two_stage=True), _wan_kwargs(steps=8), "wan", _frames),
+    Variant("cogvideox", **_family("cogvideox", frames=True)),
+    Variant("cogvideox-dynamic-cfg", **_family("cogvideox", frames=True, use_dynamic_cfg=True)),
+    Variant("hunyuan-video-true-cfg", **_family("hunyuan_video", frames=True, true_cfg_scale=2.0)),
+    Variant("hunyuan-video", **_family("hunyuan_video", frames=True)),
+    Variant("ltx-video", **_family("ltx_video", frames=True)),
+    Variant("latte", **_family("latte", frames=True)),
+    Variant("sana", **_family("sana", frames=False)),
+    Variant("qwenimage-true-cfg", **_family("qwenimage", frames=False, true_cfg_scale=2.0)),
 ]

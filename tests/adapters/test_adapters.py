@@ -73,6 +73,11 @@ def test_modulated_input_is_what_the_first_attention_sees(family):
     ("flux", {SELF_ATTN, FEED_FORWARD}),
     ("unet", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
     ("wan", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
+    ("cogvideox", {SELF_ATTN, FEED_FORWARD}),
+    ("hunyuan_video", {SELF_ATTN, FEED_FORWARD}),
+    ("ltx_video", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
+    ("sana", {SELF_ATTN, CROSS_ATTN, FEED_FORWARD}),
+    ("qwenimage", {SELF_ATTN, FEED_FORWARD}),
 ])
 def test_sublayers_are_modules_of_their_block(family, roles):
     model = tiny.MODELS[family]()
@@ -94,3 +99,18 @@ def test_unet_levels_map_down_and_up_blocks():
     assert adapter.up_block(2) is model.up_blocks[0]
     assert len(adapter.blocks()) == 2 + 1 + 2 * 2  # cross-attn down levels, mid, cross-attn up blocks
     assert CROSS_ATTENTION not in adapter_for(tiny.unet()).offers
+
+
+def test_latte_blocks_alternate_spatial_and_temporal_as_the_model_runs_them():
+    model = tiny.latte()
+    adapter = adapter_for(model)
+    ran, hooks = [], HookSet()
+    for block in adapter.blocks():
+        hooks.wrap(block, lambda original, *a, _block=block, **k: ran.append(_block) or original(*a, **k))
+    with torch.no_grad():
+        model(**tiny.model_inputs("latte", model))
+    hooks.remove()
+    assert ran == adapter.blocks() and len(ran) == 2 * len(model.transformer_blocks)
+    # text enters only the spatial blocks, through their cross-attention
+    assert [CROSS_ATTN in adapter.sublayers(b) for b in ran] == [True, False] * len(model.transformer_blocks)
+    assert BLOCKS not in adapter.offers and CROSS_ATTENTION in adapter.offers

@@ -24,7 +24,8 @@ BlockState = tuple  # the tensors one block hands the next, e.g. (hidden,) or (h
 # Capabilities: what an adapter can tell a method about its models. Adapters declare the ones they
 # offer, methods the ones they need (``CacheConfig.requires``); a method runs on a model when the
 # model's adapter offers everything it needs. Each is a part of the Adapter interface below.
-BLOCKS = "blocks"  # a stack of transformer blocks whose hand-over tensors can be read and replaced
+DIT = "dit"  # a diffusion transformer: its work is done by transformer blocks
+BLOCKS = "blocks"  # its blocks form one chain whose hand-over tensors can be read and replaced
 SUBLAYERS = "sublayers"  # each block's attention and MLP sublayer modules by role
 CROSS_ATTENTION = "cross_attention"  # a separate cross-attention sublayer, the only way text enters the blocks
 MODULATED_INPUT = "modulated_input"  # the first block's timestep-modulated input
@@ -33,7 +34,8 @@ GATED_ATTENTION = "gated_attention"  # each block's gated self-attention output
 SKIP_LEVELS = "skip_levels"  # U-Net down and up blocks by skip level
 
 CAPABILITIES: dict[str, str] = {  # capability -> what a model lacks without it, for messages and tables
-    BLOCKS: "transformer block stack",
+    DIT: "transformer denoiser",
+    BLOCKS: "block chain with one token layout",
     SUBLAYERS: "attention/MLP sublayers",
     CROSS_ATTENTION: "separate cross-attention",
     MODULATED_INPUT: "timestep-modulated block input",
@@ -145,6 +147,20 @@ def kwarg(args: tuple, kwargs: dict, name: str, position: int) -> Any:
     if name in kwargs:
         return kwargs[name]
     return args[position] if len(args) > position else None
+
+
+class TwoStreamAdapter(Adapter):
+    """Families whose blocks take ``(hidden_states, encoder_hidden_states, ...)``, by position or keyword, and
+    return ``(hidden_states, encoder_hidden_states)``: image (video) tokens first (CogVideoX, HunyuanVideo)."""
+
+    def block_state(self, block, args, kwargs):
+        return (kwarg(args, kwargs, "hidden_states", 0), kwarg(args, kwargs, "encoder_hidden_states", 1))
+
+    def output_state(self, block, output):
+        return tuple(output)
+
+    def make_output(self, block, state):
+        return tuple(state)
 
 
 class JointStreamAdapter(Adapter):

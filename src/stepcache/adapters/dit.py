@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import DiTTransformer2DModel
 
 from . import adaln
-from .base import (ADALN_GATES, BLOCKS, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
+from .base import (ADALN_GATES, BLOCKS, DIT, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
                    Adapter, kwarg)
 
 
@@ -14,7 +14,7 @@ class DiTAdapter(Adapter):
     model_classes = (DiTTransformer2DModel,)
     description = "DiT (DiTTransformer2DModel, e.g. DiT-XL/2): class-conditional, adaLN-Zero blocks"
     label = "DiT"
-    capabilities = frozenset({BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
+    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks)

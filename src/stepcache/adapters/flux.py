@@ -7,7 +7,7 @@ from diffusers import FluxTransformer2DModel
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
 
 from . import adaln
-from .base import (ADALN_GATES, BLOCKS, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
+from .base import (ADALN_GATES, BLOCKS, DIT, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
                    JointStreamAdapter)
 
 
@@ -16,7 +16,7 @@ class FluxAdapter(JointStreamAdapter):
     model_classes = (FluxTransformer2DModel,)
     description = "FLUX.1 (FluxTransformer2DModel): dual-stream then single-stream blocks"
     label = "FLUX"
-    capabilities = frozenset({BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
+    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks) + list(self.model.single_transformer_blocks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusers import PixArtTransformer2DModel
 
-from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN,
+from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, DIT, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN,
                    SUBLAYERS, Adapter, kwarg)
 
 
@@ -13,7 +13,7 @@ class PixArtAdapter(Adapter):
     model_classes = (PixArtTransformer2DModel,)
     description = "PixArt-α/Σ (PixArtTransformer2DModel): text-conditioned, adaLN-single, cross-attention"
     label = "PixArt-α/Σ"
-    capabilities = frozenset({BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION})
+    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import SD3Transformer2DModel
 
 from . import adaln
-from .base import (ADALN_GATES, BLOCKS, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
+from .base import (ADALN_GATES, BLOCKS, DIT, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN, SUBLAYERS,
                    JointStreamAdapter)
 
 
@@ -14,7 +14,7 @@ class SD3Adapter(JointStreamAdapter):
     model_classes = (SD3Transformer2DModel,)
     description = "Stable Diffusion 3 / 3.5 (SD3Transformer2DModel): MMDiT joint attention"
     label = "SD3"
-    capabilities = frozenset({BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
+    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.transformer_blocks)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from diffusers import WanTransformer3DModel
 
-from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN,
+from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, DIT, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN,
                    SUBLAYERS, Adapter, kwarg)
 
 
@@ -23,7 +23,7 @@ class WanAdapter(Adapter):
     model_classes = (WanTransformer3DModel,)
     description = "Wan 2.1/2.2 (WanTransformer3DModel): video DiT, self-attention, text cross-attention, MLP"
     label = "Wan 2.1/2.2"
-    capabilities = frozenset({BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION})
+    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION})
 
     def blocks(self):
         return list(self.model.blocks)

@@ -21,7 +21,7 @@ import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..adapters import ADALN_GATES, BLOCKS, SUBLAYER_ROLES, SUBLAYERS, adaln
+from ..adapters import ADALN_GATES, DIT, SUBLAYER_ROLES, SUBLAYERS, adaln
 from ..core import validate
 from ..core.forecast import Forecast, ForecastView
 from ..core.reuse import ReuseSlot
@@ -44,7 +44,7 @@ class FORAConfig(ReuseConfig):
     """
 
     method: ClassVar[str] = "fora"
-    requires: ClassVar[frozenset[str]] = frozenset({BLOCKS, SUBLAYERS})  # and ADALN_GATES where offered
+    requires: ClassVar[frozenset[str]] = frozenset({DIT, SUBLAYERS})  # and ADALN_GATES where offered
     default_grids: ClassVar[tuple] = ({"interval": [2, 3, 5]}, {"interval": [2], "order": [1]},
                                       {"interval": [2, 3, 4], **FORECAST_GRID})
 
