@@ -22,6 +22,8 @@ from diffusers import (
     CogVideoXDDIMScheduler,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
+    CogView4Pipeline,
+    CogView4Transformer2DModel,
     DDIMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
@@ -516,6 +518,24 @@ def qwenimage_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
                 negative_prompt_embeds_mask=mask, height=32, width=32)
 
 
+@_seeded
+def cogview4(num_layers: int = 3):
+    """A model with no adapter of its own: stepcache takes it through diffusers' block metadata ("generic")."""
+    return CogView4Transformer2DModel(
+        patch_size=2, in_channels=4, out_channels=4, num_layers=num_layers, attention_head_dim=4, num_attention_heads=4,
+        text_embed_dim=TEXT_DIM, time_embed_dim=8, condition_dim=4, rope_axes_dim=(2, 2),
+    )
+
+
+def cogview4_pipeline() -> CogView4Pipeline:
+    return CogView4Pipeline(tokenizer=None, text_encoder=None, vae=vae(), transformer=cogview4(),
+                            scheduler=FlowMatchEulerDiscreteScheduler())
+
+
+def cogview4_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
+    return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1), height=16, width=16)
+
+
 # family -> (tiny pipeline, call kwargs): the families whose bare-model inputs are taken from their pipeline
 PIPELINES = {
     "wan": (wan_pipeline, wan_call_kwargs),
@@ -525,9 +545,10 @@ PIPELINES = {
     "latte": (latte_pipeline, latte_call_kwargs),
     "sana": (sana_pipeline, sana_call_kwargs),
     "qwenimage": (qwenimage_pipeline, qwenimage_call_kwargs),
+    "generic": (cogview4_pipeline, cogview4_call_kwargs),
 }
 MODELS.update(cogvideox=cogvideox, hunyuan_video=hunyuan_video, ltx_video=ltx_video, latte=latte, sana=sana,
-              qwenimage=qwenimage)
+              qwenimage=qwenimage, generic=cogview4)
 
 
 @functools.lru_cache(maxsize=None)

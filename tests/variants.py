@@ -293,4 +293,5 @@ VARIANTS = [
     Variant("latte", **_family("latte", frames=True)),
     Variant("sana", **_family("sana", frames=False)),
     Variant("qwenimage-true-cfg", **_family("qwenimage", frames=False, true_cfg_scale=2.0)),
+    Variant("cogview4-through-block-metadata", **_family("generic", frames=False)),
 ]

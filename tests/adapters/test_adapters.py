@@ -22,15 +22,15 @@ def _capture_blocks(adapter, model, family):
             return out
         hooks.wrap(block, record)
     attn_inputs = []
-    first = adapter.sublayers(adapter.blocks()[0])[SELF_ATTN][0]
     def record_attn(original, *args, **kwargs):
         attn_inputs.append(args[0] if args else kwargs["hidden_states"])
         return original(*args, **kwargs)
-    hooks.wrap(first, record_attn)
+    for first in adapter.sublayers(adapter.blocks()[0]).get(SELF_ATTN, [])[:1]:
+        hooks.wrap(first, record_attn)
     with torch.no_grad():
         model(**tiny.model_inputs(family, model))
     hooks.remove()
-    return seen, attn_inputs[0]
+    return seen, attn_inputs[0] if attn_inputs else None
 
 
 @pytest.mark.parametrize("family", TRANSFORMERS)

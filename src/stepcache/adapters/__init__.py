@@ -53,7 +53,9 @@ class UnsupportedModelError(TypeError):
 
 
 def supported_classes() -> list[str]:
-    return [cls.__name__ for adapter in ADAPTERS for cls in adapter.model_classes]
+    """The denoiser classes with an adapter, then the families that take models by structure."""
+    return [cls.__name__ for adapter in ADAPTERS for cls in adapter.model_classes] + [
+        adapter.description for adapter in ADAPTERS if not adapter.model_classes]
 
 
 def adapter_for(model: nn.Module) -> Adapter:

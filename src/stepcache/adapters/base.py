@@ -93,8 +93,8 @@ class Adapter:
         raise NotImplementedError(f"{type(self).__name__} exposes no transformer blocks")
 
     def sublayers(self, block: nn.Module) -> dict[str, Sequence[nn.Module]]:
-        """Role -> the modules of that role in a block (only roles the block has)."""
-        raise NotImplementedError
+        """Role -> the modules of that role in a block (only roles the block has; none without SUBLAYERS)."""
+        return {}
 
     def gate_modulations(self, block: nn.Module) -> list[nn.Module]:
         """adaLN-Zero layers of a block whose outputs other than the gates feed only its sublayers.
