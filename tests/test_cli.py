@@ -308,3 +308,14 @@ def test_help_imports_no_model_code():
             "print('diffusers' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_bench_with_only_a_config_file_measures_that_config(tmp_path, capsys):
+    (tmp_path / "cfg.json").write_text('{"method": "fora", "interval": 2, "order": 1}')
+    out = tmp_path / "r.json"
+    argv = ["bench", *FAST, "--repeats", "1", "--config", str(tmp_path / "cfg.json"), "--no-plot", "--out", str(out)]
+    assert cli.main(argv) == 0
+    records = json.loads(out.read_text())["records"]
+    assert [(r["kind"], r["label"]) for r in records] == [
+        ("uncached", "uncached 4 steps"), ("cached", "fora order=1 interval=2"), ("fewer_steps", "uncached 2 steps")]
+    assert records[1]["config"]["order"] == 1

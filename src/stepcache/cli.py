@@ -536,8 +536,8 @@ def _kept(args, started: float) -> str:
     """What the interrupted command left on disk: its output files written since it started."""
     if args is None:
         return "nothing was written"
-    written = [str(path) for name in OUTPUTS.get(args.command, ())
-               if (path := getattr(args, name, None)) and Path(path).is_file() and Path(path).stat().st_mtime >= started]
+    paths = [Path(path) for name in OUTPUTS.get(args.command, ()) if (path := getattr(args, name, None))]
+    written = [str(path) for path in paths if path.is_file() and path.stat().st_mtime >= started]
     if not written:
         return "nothing was written"
     return f"kept {', '.join(written)} (written before the interrupt: the records finished so far)"

@@ -87,3 +87,15 @@ def test_tune_mistakes_are_usage_errors(argv, message, capsys, tmp_path):
     assert cli.main(["tune", *argv, "--steps", "4", "--out", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_tune_runs_on_a_diffusers_pipeline_called_with_the_users_inputs():
+    import tiny
+
+    pipe = tiny.dit_pipeline()
+    result = stepcache.tune(pipe, "ssim>=0.5", call_kwargs={"class_labels": [3]}, num_steps=4, methods=["fora"],
+                            refine=0, progress=False)
+    kinds = {r["label"]: r["kind"] for r in result.records}
+    assert kinds["uncached 4 steps"] == "uncached" and kinds["fora interval=2"] == "cached"
+    assert kinds["fora interval=5"] == "not_run"  # does not fit 4 steps: skipped, the search goes on
+    assert all(r["steps"] == 4 for r in result.records if r["kind"] == "cached") and result.front

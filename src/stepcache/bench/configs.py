@@ -161,16 +161,20 @@ def grid_configs(method: str, overrides: dict[str, list[Any]] | None = None,
 
 
 def describe(config: CacheConfig | None) -> str:
-    """Label with every field that is set, e.g. ``fora interval=3``: a table row must say exactly what ran.
+    """Label that says exactly what ran, e.g. ``fora interval=3``: every field that differs from its default.
 
-    Fields left at None (meaning "the method's automatic choice") and the options every method
-    shares (warmup, cooldown, order) left at their defaults are omitted, and file paths shortened
-    to their names, for brevity; records keep the exact config next to the label.
+    A field the method's default grids sweep (its main parameters; every field of a method without
+    grids) is shown even at its default, unless it is one of the options every method shares
+    (warmup, cooldown, order). Fields left at
+    None ("the method's automatic choice") are omitted and file paths shortened to their names;
+    records keep the exact config next to the label.
     """
     if config is None:
         return "uncached"
-    shown = [f for f in dataclasses.fields(config)
-             if f.init and getattr(config, f.name) is not None and not (f.kw_only and getattr(config, f.name) == f.default)]
+    swept = ({name for grid in type(config).default_grids for name in grid}
+             or {f.name for f in dataclasses.fields(config)})
+    shown = [f for f in dataclasses.fields(config) if f.init and getattr(config, f.name) is not None
+             and (getattr(config, f.name) != f.default or (f.name in swept and not f.kw_only))]
     return " ".join([config.method, *(f"{f.name}={_short(getattr(config, f.name))}" for f in shown)])
 
 

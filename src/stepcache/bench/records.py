@@ -6,9 +6,10 @@ half-written one.
 
 Layout (``SCHEMA_VERSION`` 1): ``{"schema_version": 1, "run": {...}, "records": [...]}``. ``run`` says
 where and how (versions, threads, date, the sampler's setup); each record has ``kind``
-("uncached", "cached", "fewer_steps", "peer", and "not_run"/"peer_not_run" with a ``reason``), ``label``, ``config`` (every field),
-the step counts, MACs and speedups, wall times, fidelity and, for zoo models, distribution scores.
-A change to that layout raises the version.
+("uncached", "cached", "fewer_steps", "peer", and "not_run"/"peer_not_run" with a ``reason``),
+``label``, ``config`` (every field), the step counts, MACs and speedups, wall times, fidelity and,
+for zoo models, distribution scores (docs/results.md lists every key). A change to that layout
+raises the version.
 """
 
 from __future__ import annotations

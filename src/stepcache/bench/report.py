@@ -19,22 +19,27 @@ COMPARE_AT = (1.5, 2.0, 2.5, 3.0)  # MAC speedups of the peer comparison
 FRONT_SLACK = 0.02  # a front reaching within 2% of a target speedup counts as reaching it (its end value)
 
 
+# the quality levels of the "what to use" table: PSNR (dB) against the uncached images
+QUALITY_LEVELS = (40.0, 35.0, 30.0)
+
+
 def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped: list[str], quick: bool,
                         notes: str = "") -> str:
-    """The whole file: machine and date, ``notes`` on how the runs were made, then a table per model."""
-    lines = [
-        "# Benchmarks",
+    """The whole file: what to use per model, then machine and date, a pointer to ``notes`` (how the runs
+    were made), then a table per model."""
+    lines = ["# Benchmarks", ""]
+    if quick:
+        lines += ["**Smoke test (--quick): tiny settings, the numbers below mean nothing.**", ""]
+    lines += what_to_use(sections)
+    lines += [
+        "## How these were measured",
         "",
         f"Written by `{command}` on {info['date']}: {info['device_name']} ({os.cpu_count()} cores), "
         f"{info['platform']}; torch {info['torch']}, diffusers {info['diffusers']}, stepcache "
-        f"{info['stepcache']}. Each section says when and with how many torch threads it was measured.",
+        f"{info['stepcache']}. Each section says when and with how many torch threads it was measured."
+        + (f" How the runs were made (commands, machine load) and what was learnt from them: {notes}." if notes
+           else ""),
         "",
-    ]
-    if quick:
-        lines += ["**Smoke test (--quick): tiny settings, the numbers below mean nothing.**", ""]
-    if notes:
-        lines += [notes.strip(), ""]
-    lines += [
         "Every row is measured in one process against the uncached run with the same sampler, steps and "
         "seeds. Speedups: MACs counted with FlopCounterMode; wall time from timed runs after a warm-up "
         "(the config's own min-max in brackets), each section saying how they were paired with uncached "
@@ -42,7 +47,9 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
         "feature distance (LPIPS-style, in the zoo classifier's activations; 0 = identical). Zoo models "
         "also get classifier accuracy and the offline Fréchet distance to real test images, as mean ± spread "
         "over two seed sets. `fewer steps` rows are the uncached sampler run with fewer steps at the MACs "
-        "of the configs they match: a method is only worth using where it beats them.",
+        "of the configs they match: a method is only worth using where it beats them. Cache MB: the most "
+        "the caches held at a step boundary. Peak process memory is in the results JSON only: on CPU it is "
+        "the resident set's growth during one run, which the allocator's reuse makes unreadable per config.",
         "",
     ]
     for section in sections:
@@ -50,6 +57,57 @@ def benchmarks_markdown(sections: list[dict], info: dict, command: str, skipped:
     if skipped:
         lines += ["## Not measured", "", *[f"- {s}" for s in skipped], ""]
     return "\n".join(lines)
+
+
+def what_to_use(sections: list[dict]) -> list[str]:
+    """One table per kind of model: for each quality level, the fastest config that reaches it and beats
+    sampling fewer steps at its MAC speedup (as ``stepcache tune`` picks); for speed-only models, each
+    method's fastest config in wall time."""
+    from .tune import Target, _baseline, _fastest_qualifying
+
+    lines = ["## What to use", "",
+             "The fastest config (in MACs) that keeps each PSNR level against the uncached images and beats "
+             "sampling fewer steps at its speed, picked from the measured rows below as `stepcache tune --target "
+             "psnr>=X` picks; on your own pipeline, run that. – : no measured config qualifies.", ""]
+    quality = [s for s in sections if _ran(s) and _ran(s)[0]["fidelity"] is not None]
+    if quality:
+        head = ["model", "PSNR at least", "use", "MAC speedup", "PSNR", "fewer steps there (PSNR)",
+                "accuracy", "Fréchet"]
+        lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for section in quality:
+            records = section["records"]
+            for level in QUALITY_LEVELS:
+                best = _fastest_qualifying(Target("psnr", ">=", level), records)
+                if best is None:
+                    lines.append(f"| {section['model']} | {level:g} dB | – | | | | | |")
+                    continue
+                baseline = _baseline(best, records)
+                d = best["distribution"]
+                lines.append("| " + " | ".join([
+                    section["model"], f"{level:g} dB", f"`{best['label']}`", f"{best['speedup_macs']:.2f}x",
+                    f"{_psnr(best):.1f}", f"{baseline['steps']} steps ({_psnr(baseline):.1f})",
+                    "-" if d is None else f"{d['accuracy']:.3f} ± {d['accuracy_spread']:.3f}",
+                    "-" if d is None else f"{d['frechet']:.1f} ± {d['frechet_spread']:.1f}"]) + " |")
+        lines.append("")
+    speed = [s for s in sections if _ran(s) and _ran(s)[0]["fidelity"] is None]
+    if speed:
+        lines += ["Real sizes, random weights (speed only): each method's config with the highest wall-time "
+                  "speedup among those that reused work, and how much of its MAC speedup that is (AdaCache "
+                  "never reuses on random weights).", "",
+                  "| model | method | config | MAC speedup | wall speedup | wall / MAC |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for section in speed:
+            cached = [r for r in _ran(section) if r["kind"] == "cached" and r["cached_steps"]]
+            for method in sorted({r["config"]["method"] for r in cached}):
+                best = max((r for r in cached if r["config"]["method"] == method), key=lambda r: r["speedup_wall"])
+                lines.append(f"| {section['model']} | {method} | `{best['label']}` | {best['speedup_macs']:.2f}x | "
+                             f"{best['speedup_wall']:.2f}x | {best['wall_over_mac_speedup']:.0%} |")
+        lines.append("")
+    return lines
+
+
+def _ran(section: dict) -> list[dict]:
+    return [r for r in section["records"] if r["kind"] not in NOT_RUN_KINDS]
 
 
 def _section(section: dict) -> list[str]:
@@ -70,7 +128,7 @@ def _section(section: dict) -> list[str]:
             head += [f"accuracy ({n}/set)", f"Fréchet ({n}/set)"]
     else:
         head = ["config", "steps full/cached", "MAC speedup", "wall speedup", "wall / MAC speedup"]
-    head += ["cache MB", "peak mem MB"]
+    head += ["cache MB"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join(_row(r, quality)) + " |" for r in records]
     return lines + [""] + _peers(section["records"], quality)
@@ -186,8 +244,7 @@ def _row(record: dict, quality: bool) -> list[str]:
             cells += [f"{d['accuracy']:.3f} ± {d['accuracy_spread']:.3f}", f"{d['frechet']:.2f} ± {d['frechet_spread']:.2f}"]
     else:
         cells.append(f"{record['wall_over_mac_speedup']:.0%}")
-    memory = record["peak_memory_bytes"]
-    cells += [f"{record['cache_bytes'] / MB:.2f}", "-" if memory is None else f"{memory / MB:.1f}"]
+    cells.append(f"{record['cache_bytes'] / MB:.2f}")
     return cells
 
 
@@ -197,8 +254,7 @@ def best_at_two_x(records: list[dict]) -> str:
     if not near:
         return f"Best at ~2x: no config reached a MAC speedup in [{TWO_X[0]}, {TWO_X[1]}]."
     best = max(near, key=lambda r: _psnr(r))
-    text = (f"Best at ~2x: **{best['label']}** ({best['speedup_macs']:.2f}x MACs, {best['speedup_wall']:.2f}x wall, "
-            f"PSNR {_psnr(best):.2f} dB)")
+    text = f"Best at ~2x: **{best['label']}** ({best['speedup_macs']:.2f}x MACs, PSNR {_psnr(best):.2f} dB)"
     baseline = [r for r in records if r["kind"] == "fewer_steps" and best["label"] in r.get("matches", [])]
     if baseline:
         verdict = "beats" if _psnr(best) > _psnr(baseline[0]) else "does not beat"
@@ -222,7 +278,7 @@ def terminal_table(records: list[dict]) -> str:
     distribution = bool(ran) and ran[0].get("distribution") is not None
     head = ["config", "full/cached", "MAC x", "wall x"]
     if quality:
-        head += ["PSNR", "SSIM", "feat. dist."] + (["accuracy", "Fréchet"] if distribution else []) + ["vs fewer steps"]
+        head += ["PSNR", "SSIM", "feat. dist.", *(["accuracy", "Fréchet"] if distribution else []), "vs fewer steps"]
     else:
         head += ["wall/MAC"]
     rows = [head]

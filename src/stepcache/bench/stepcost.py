@@ -143,7 +143,8 @@ def measure_line(model_name: str, cls, fields: dict, latent_size: int, repeats: 
         return (f"{setup}: hooked step / bare call - 1 = {100 * result['overhead']:+.2f}% (median of {result['pairs']} "
                 f"pairs; quartiles {100 * low:+.2f}% to {100 * high:+.2f}%)")
     return (f"{setup}: full step {result['full_s']:.3f} s, cached step {result['cached_s']:.3f} s = "
-            f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the MACs")
+            f"{100 * result['wall_fraction']:.1f}% of the wall time for {100 * result['mac_fraction']:.2f}% of the "
+            "MACs")
 
 
 def main(argv: list[str] | None = None) -> int:

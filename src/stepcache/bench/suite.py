@@ -133,9 +133,9 @@ def run_suite(out: Path, results_dir: Path, settings: SuiteSettings = FULL, comm
         else:
             skipped.append(name)
     info = run_info(torch.device("cpu"))
-    # results_dir/NOTES.md: how the runs were made (commands, machine load), kept across re-renders
+    # results_dir/NOTES.md: how the runs were made (commands, machine load), linked from the file
     notes_file = results_dir / "NOTES.md"
-    notes = notes_file.read_text() if notes_file.is_file() else ""
+    notes = f"[{results_dir.name}/NOTES.md]({results_dir.name}/NOTES.md)" if notes_file.is_file() else ""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(benchmarks_markdown(sections, info, command, skipped, quick=settings.smoke_test, notes=notes))
     return out
