@@ -17,19 +17,7 @@ import torch
 import stepcache
 from stepcache.api import find_denoiser
 from stepcache.methods import METHODS
-from variants import VARIANTS
-
-# per method: (a setting that caches nothing, a setting that caches in a 5-step run)
-SETTINGS = {
-    "deepcache": (stepcache.DeepCacheConfig(interval=1), stepcache.DeepCacheConfig(interval=2)),
-    "tgate": (stepcache.TGateConfig(gate_step=1.0), stepcache.TGateConfig(gate_step=0.5, self_attn_interval=2)),
-    "fora": (stepcache.FORAConfig(interval=1), stepcache.FORAConfig(interval=2)),
-    "delta_dit": (stepcache.DeltaDiTConfig(interval=1, num_blocks=1),
-                  stepcache.DeltaDiTConfig(interval=2, num_blocks=1)),
-    "teacache": (stepcache.TeaCacheConfig(threshold=0.0, coefficients=[1.0, 0.0]),
-                 stepcache.TeaCacheConfig(threshold=100.0, coefficients=[1.0, 0.0])),
-    "adacache": (stepcache.AdaCacheConfig(codebook=((1e-12, 2),)), stepcache.AdaCacheConfig(codebook=((100.0, 2),))),
-}
+from variants import SETTINGS, VARIANTS
 
 CASES = [pytest.param(variant, name, id=f"{variant.name}-{name}")
          for variant in VARIANTS for name, config in METHODS.items() if config.fits(variant.offers())]

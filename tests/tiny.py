@@ -553,7 +553,8 @@ MODELS.update(cogvideox=cogvideox, hunyuan_video=hunyuan_video, ltx_video=ltx_vi
 
 @functools.lru_cache(maxsize=None)
 def _pipeline_inputs(family: str) -> dict:
-    """The keyword arguments of the first denoiser call of the family's tiny pipeline (one step, CFG on)."""
+    """The keyword arguments of the first denoiser call of the family's tiny pipeline (CFG on): the first of
+    two steps, whose timestep is the largest (one-step DDIM runs at timestep 0)."""
     build, call_kwargs = PIPELINES[family]
     pipe = build()
     pipe.set_progress_bar_config(disable=True)
@@ -565,7 +566,7 @@ def _pipeline_inputs(family: str) -> dict:
 
     hook = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
     with torch.no_grad():
-        pipe(**call_kwargs(), num_inference_steps=1, output_type="latent", generator=torch.Generator().manual_seed(0))
+        pipe(**call_kwargs(), num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0))
     hook.remove()
     seen.pop("return_dict", None)
     return seen

@@ -35,11 +35,25 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+import stepcache
 import tiny
 from stepcache.adapters import ADAPTERS
 
 STEPS = 5
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")  # SD's schedule
+
+
+# per method: (a setting that caches nothing, a setting that caches in a 5-step run)
+SETTINGS = {
+    "deepcache": (stepcache.DeepCacheConfig(interval=1), stepcache.DeepCacheConfig(interval=2)),
+    "tgate": (stepcache.TGateConfig(gate_step=1.0), stepcache.TGateConfig(gate_step=0.5, self_attn_interval=2)),
+    "fora": (stepcache.FORAConfig(interval=1), stepcache.FORAConfig(interval=2)),
+    "delta_dit": (stepcache.DeltaDiTConfig(interval=1, num_blocks=1),
+                  stepcache.DeltaDiTConfig(interval=2, num_blocks=1)),
+    "teacache": (stepcache.TeaCacheConfig(threshold=0.0, coefficients=[1.0, 0.0]),
+                 stepcache.TeaCacheConfig(threshold=100.0, coefficients=[1.0, 0.0])),
+    "adacache": (stepcache.AdaCacheConfig(codebook=((1e-12, 2),)), stepcache.AdaCacheConfig(codebook=((100.0, 2),))),
+}
 
 
 @dataclass

@@ -46,7 +46,8 @@ def support_table() -> str:
     lines = ["| family | models | " + " | ".join(f"{cls.method} (`{cls.__name__}`)" for cls in methods) + " |",
              "| --- | --- |" + " --- |" * len(methods)]
     for adapter in ADAPTERS:
-        models = ", ".join(f"`{c.__name__}`" for c in adapter.model_classes) or adapter.description
+        models = ", ".join(f"`{c.__name__}`" for c in adapter.model_classes) or \
+            "blocks described by diffusers' `TransformerBlockRegistry` (one list, one class)"
         cells = [support_cell(cls, adapter) for cls in methods]
         lines.append(f"| {adapter.label or adapter.family} | {models} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

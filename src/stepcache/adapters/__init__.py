@@ -38,6 +38,7 @@ def _discover() -> tuple[type[Adapter], ...]:
         module = importlib.import_module(f"{__name__}.{info.name}")
         found += [cls for cls in vars(module).values() if inspect.isclass(cls) and issubclass(cls, Adapter)
                   and cls.__module__ == module.__name__ and cls.family]
+    found.sort(key=lambda cls: not cls.model_classes)  # families taken by structure come last: they are the fallback
     families = [cls.family for cls in found]
     duplicates = sorted({f for f in families if families.count(f) > 1})
     if duplicates:

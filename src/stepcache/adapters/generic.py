@@ -55,7 +55,7 @@ class GenericAdapter(Adapter):
     model_classes = ()
     description = ("other diffusers transformers whose blocks diffusers' TransformerBlockRegistry describes "
                    "(one list of blocks of one class)")
-    label = "other diffusers transformers (block metadata)"
+    label = "other diffusers transformers"
     capabilities = frozenset({DIT, BLOCKS})
 
     def __init__(self, model):
