@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import tiny
-from stepcache.adapters import BLOCKS, CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, MODULATED_INPUT, SELF_ATTN, adapter_for
+from stepcache.adapters import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT,
+                                SELF_ATTN, adapter_for)
 from stepcache.core.hooks import HookSet
 
 # every tiny model whose family is a stack of transformer blocks, and those with a modulated block input
@@ -114,3 +115,43 @@ def test_latte_blocks_alternate_spatial_and_temporal_as_the_model_runs_them():
     # text enters only the spatial blocks, through their cross-attention
     assert [CROSS_ATTN in adapter.sublayers(b) for b in ran] == [True, False] * len(model.transformer_blocks)
     assert BLOCKS not in adapter.offers and CROSS_ATTENTION in adapter.offers
+
+
+GATED = [name for name, build in tiny.MODELS.items() if GATED_ATTENTION in adapter_for(build()).offers]
+
+
+@pytest.mark.parametrize("family", GATED)
+def test_attention_residual_is_what_the_attention_adds_to_the_image_tokens(family):
+    """With every other sublayer's output zeroed, a block adds exactly its gated self-attention output."""
+    model = tiny.MODELS[family]()
+    adapter = adapter_for(model)
+    checked, hooks = 0, HookSet()
+    calls = {}  # block -> (args, kwargs, output, attention output, gate module output)
+    for block in adapter.blocks():
+        gated = adapter.gated_attention(block)
+        if gated is None:
+            continue
+        attention, gate = gated
+        record = calls.setdefault(block, {})
+        hooks.wrap(block, lambda original, *a, _r=record, **k: _r.update(args=a, kwargs=k, out=original(*a, **k))
+                   or _r["out"])
+        hooks.wrap(attention, lambda original, *a, _r=record, **k: _r.update(attn=original(*a, **k)) or _r["attn"])
+        if gate is not None:
+            hooks.wrap(gate, lambda original, *a, _r=record, **k: _r.update(gate=original(*a, **k)) or _r["gate"])
+        for module in (m for ms in adapter.sublayers(block).values() for m in ms if m is not attention):
+            hooks.wrap(module, lambda original, *a, **k: _zeros_like(original(*a, **k)))
+    try:
+        with torch.no_grad():
+            model(**tiny.model_inputs(family, model))
+            for block, r in calls.items():
+                added = adapter.output_state(block, r["out"])[0] - adapter.block_state(block, r["args"], r["kwargs"])[0]
+                residual = adapter.attention_residual(block, r["attn"], r.get("gate"), r["args"], r["kwargs"])
+                tiny.assert_within_rounding(residual.expand_as(added), added, tiny.ONE_CALL_EPS)
+                checked += 1
+    finally:
+        hooks.remove()
+    assert checked
+
+
+def _zeros_like(output):
+    return tuple(_zeros_like(o) for o in output) if isinstance(output, tuple) else torch.zeros_like(output)
