@@ -38,7 +38,9 @@ def calibrate(pipe: Any, *call_args, seeds: Sequence[int] = (0, 1, 2), degree: i
     with cached(pipe, DistanceRecording()) as handle:
         for seed in seeds:
             pipe(*call_args, generator=torch.Generator().manual_seed(seed), **call_kwargs)
-        inputs, outputs = handle.method.input_distances, handle.method.output_distances
+        # every denoiser's pairs (Wan 2.2: both experts, which TeaCache then serves with these coefficients)
+        inputs = [x for d in handle.denoisers for x in d.method.input_distances]
+        outputs = [y for d in handle.denoisers for y in d.method.output_distances]
     coefficients, fit_error = fit_coefficients(inputs, outputs, degree)
     return Calibration(type(handle.model).__name__, coefficients, fit_error, len(inputs))
 

@@ -54,3 +54,11 @@ def test_tgate_refuses_a_gate_before_the_second_stage_takes_over():
     with stepcache.cached(pipe, stepcache.TGateConfig(gate_step=5)) as handle:
         _run(pipe)
         assert handle.stats()["denoisers"]["transformer_2"]["cross_attn_reused_steps"] == [5, 6, 7]
+
+
+def test_calibration_takes_the_pairs_of_both_stages():
+    pipe = _pipe()
+    calibration = stepcache.calibrate(pipe, **tiny.wan_call_kwargs(), num_inference_steps=STEPS, output_type="latent",
+                                      seeds=(0,), degree=1)
+    # split CFG, 2 branches: transformer compares steps 1-2 with the step before, transformer_2 steps 4-7
+    assert calibration.model_class == "WanTransformer3DModel" and calibration.num_samples == 2 * (2 + 4)

@@ -202,8 +202,6 @@ def _between(goal: Target, best: dict, records: list[dict]) -> CacheConfig | Non
         middle = (low + high) / 2
         if isinstance(low, int) and isinstance(high, int):
             middle = round(middle)
-        else:
-            middle = float(f"{middle:.6g}")  # 0.15, not 0.15000000000000002: a value a user would write
         if middle in (low, high):
             continue
         candidate = dataclasses.replace(best_config, **{name: middle})
