@@ -360,6 +360,24 @@ def wan_pipeline(two_stage: bool = False, **model_kwargs) -> WanPipeline:
     )
 
 
+@_seeded
+def wan_ti2v(num_layers: int = 3):
+    """Wan 2.2 TI2V-5B's layout: 48 latent channels and a timestep per token (``temb`` of 4 dimensions)."""
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=48, out_channels=48,
+        text_dim=TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=num_layers, cross_attn_norm=True, rope_max_seq_len=32,
+    )
+
+
+def wan_ti2v_pipeline() -> WanPipeline:
+    vae = _seeded(lambda: AutoencoderKLWan(
+        base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2, latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48, dim_mult=[1, 1, 1, 1], num_res_blocks=1, scale_factor_spatial=16,
+        scale_factor_temporal=4, temperal_downsample=[False, True, True]))()
+    return WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                       transformer=wan_ti2v(), expand_timesteps=True)
+
+
 def wan_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
     return dict(prompt_embeds=_text(batch, seed), negative_prompt_embeds=_text(batch, seed + 1), height=32, width=32,
                 num_frames=5)
@@ -539,6 +557,7 @@ def cogview4_call_kwargs(batch: int = 1, seed: int = 0) -> dict:
 # family -> (tiny pipeline, call kwargs): the families whose bare-model inputs are taken from their pipeline
 PIPELINES = {
     "wan": (wan_pipeline, wan_call_kwargs),
+    "wan_ti2v": (wan_ti2v_pipeline, wan_call_kwargs),
     "cogvideox": (cogvideox_pipeline, cogvideox_call_kwargs),
     "hunyuan_video": (hunyuan_video_pipeline, hunyuan_video_call_kwargs),
     "ltx_video": (ltx_video_pipeline, ltx_video_call_kwargs),
@@ -548,7 +567,7 @@ PIPELINES = {
     "generic": (cogview4_pipeline, cogview4_call_kwargs),
 }
 MODELS.update(cogvideox=cogvideox, hunyuan_video=hunyuan_video, ltx_video=ltx_video, latte=latte, sana=sana,
-              qwenimage=qwenimage, generic=cogview4)
+              qwenimage=qwenimage, generic=cogview4, wan_ti2v=wan_ti2v)
 
 
 @functools.lru_cache(maxsize=None)

@@ -299,6 +299,7 @@ VARIANTS = [
     # Wan 2.2 A14B: transformer takes the steps at or above the boundary timestep (0-2 of 8 here), transformer_2
     # the rest, so T-GATE's gate at half the run falls in transformer_2's stage
     Variant("wan-2.2-two-stage", _wan(two_stage=True), _wan_kwargs(steps=8), "wan", _frames),
+    Variant("wan-2.2-ti2v-per-token-timesteps", **{**_family("wan_ti2v", frames=True), "family": "wan"}),
     Variant("cogvideox", **_family("cogvideox", frames=True)),
     Variant("cogvideox-dynamic-cfg", **_family("cogvideox", frames=True, use_dynamic_cfg=True)),
     Variant("hunyuan-video-true-cfg", **_family("hunyuan_video", frames=True, true_cfg_scale=2.0)),
