@@ -319,3 +319,13 @@ def test_bench_with_only_a_config_file_measures_that_config(tmp_path, capsys):
     assert [(r["kind"], r["label"]) for r in records] == [
         ("uncached", "uncached 4 steps"), ("cached", "fora order=1 interval=2"), ("fewer_steps", "uncached 2 steps")]
     assert records[1]["config"]["order"] == 1
+
+
+def test_bench_runs_t_gate_on_a_zoo_pipeline(tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["bench", "--model", "zoo:unet-shapes", "--steps", "4", "--batch", "1", "--repeats", "1",
+            "--method", "tgate", "--grid", "gate_step=0.5", "--no-baseline", "--no-plot", "--out", str(out)]
+    assert cli.main(argv) == 0
+    records = json.loads(out.read_text())["records"]
+    assert [(r["kind"], r["label"]) for r in records] == [("uncached", "uncached 4 steps"),
+                                                         ("cached", "tgate gate_step=0.5")]

@@ -104,3 +104,16 @@ def test_results_files_are_readable_by_others_like_any_file_the_user_writes(tmp_
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_config_is_refused_before_any_run_only_when_it_cannot_run_with_any_call_layout():
+    # a user's pipeline tells its CFG layout only when called: T-GATE's cfg="auto" is not refused for it
+    from stepcache import TGateConfig
+    from stepcache.bench.samplers import pipeline_sampler
+
+    sampler = pipeline_sampler(tiny.sd_pipeline(), tiny.sd_call_kwargs(), num_steps=STEPS)
+    assert runner.cannot_run(sampler, TGateConfig(gate_step=0.5), STEPS) is None
+    assert "falls on step 0" in runner.cannot_run(sampler, TGateConfig(gate_step=0.1), STEPS)
+    sampler.cfg = "none"  # a known layout is the only one tried
+    assert runner.cannot_run(sampler, TGateConfig(cfg="none"), STEPS) is None
+    assert "does not run classifier-free guidance" in runner.cannot_run(sampler, TGateConfig(cfg="batched"), STEPS)

@@ -122,20 +122,34 @@ def run(
     return records
 
 
+# the guidance roles a pipeline call stacks (core/pipeline.py), by the sampler's CFG mode
+_LAYOUTS = {"batched": ("uncond", "cond"), "split": ("uncond", "cond"), "none": ("cond",)}
+
+
 def cannot_run(sampler: Sampler, config: CacheConfig, steps: int) -> str | None:
     """Why ``config`` cannot run on the sampler's model for ``steps`` steps, or None if it can.
 
     The method's own checks decide, without running the model: it is built on the model's
     adapter (a method for another family refuses there) and told that a run of ``steps``
-    starts (an interval or gate step that does not fit the run refuses there).
+    starts (an interval or gate step that does not fit the run refuses there). A pipeline
+    reports its guidance layout only when called: a method that needs it is told the
+    sampler's CFG mode, or, where that is unknown, each layout in turn, and refused only if
+    it runs with none.
     """
-    try:
-        method = _build(sampler.target, config)
-        method.on_run_start(RunRecord(num_steps=steps))
-    except (UnsupportedModelError, ValueError) as reason:
-        return str(reason)
-    method.on_run_end()
-    return None
+    pipe = find_denoiser(sampler.target)[1]
+    layouts = [None] if pipe is None else [_LAYOUTS[sampler.cfg]] if sampler.cfg in _LAYOUTS else [
+        None, *dict.fromkeys(_LAYOUTS.values())]
+    reasons = []
+    for segments in layouts:
+        try:
+            method = _build(sampler.target, config)
+            method.on_run_start(RunRecord(num_steps=steps, segments=segments))
+        except (UnsupportedModelError, ValueError) as reason:
+            reasons.append(str(reason))
+            continue
+        method.on_run_end()
+        return None
+    return reasons[0]
 
 
 def does_not_apply(target: Any, method: str) -> str | None:
@@ -152,8 +166,10 @@ def does_not_apply(target: Any, method: str) -> str | None:
 
 
 def _build(target: Any, config: CacheConfig):
-    """The method's live object on ``target``'s denoiser, with no hook installed."""
-    return config.build(adapter_for(find_denoiser(target)[0]), StepClock(lambda record: None, lambda: None))
+    """The method's live object on ``target``'s denoiser, with no hook installed (as ``apply`` builds it)."""
+    model, pipe = find_denoiser(target)
+    clock = StepClock(lambda record: None, lambda: None, pipeline_name=None if pipe is None else type(pipe).__name__)
+    return config.build(adapter_for(model), clock)
 
 
 def not_run_record(config: CacheConfig, reason: str) -> dict:
