@@ -194,6 +194,8 @@ def model_inputs(family: str, model, batch: int = 2, seed: int = 0) -> dict:
     if family == "wan":  # a video: (batch, channels, frames, height, width)
         return dict(hidden_states=torch.randn(batch, 4, 3, 8, 8, generator=g), timestep=t,
                     encoder_hidden_states=torch.randn(batch, 5, TEXT_DIM, generator=g))
+    if family == "hunyuan_video_i2v":
+        return model_inputs("hunyuan_video", model, batch, seed)
     if family in PIPELINES:  # what the family's pipeline passes (its batch: uncond and cond where it batches CFG)
         return dict(_pipeline_inputs(family))
     raise KeyError(family)
@@ -419,6 +421,16 @@ def hunyuan_video(num_layers: int = 2, num_single_layers: int = 2):
     )
 
 
+@_seeded
+def hunyuan_video_i2v():
+    """HunyuanVideo I2V's token-replace blocks (other modulation layers); it takes the text-to-video model's inputs."""
+    return HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=2, num_single_layers=2,
+        num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True, text_embed_dim=TEXT_DIM,
+        pooled_projection_dim=POOLED_DIM, rope_axes_dim=(2, 4, 4), image_condition_type="token_replace",
+    )
+
+
 def hunyuan_video_pipeline() -> HunyuanVideoPipeline:
     vae = _seeded(lambda: AutoencoderKLHunyuanVideo(
         in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
@@ -567,7 +579,7 @@ PIPELINES = {
     "generic": (cogview4_pipeline, cogview4_call_kwargs),
 }
 MODELS.update(cogvideox=cogvideox, hunyuan_video=hunyuan_video, ltx_video=ltx_video, latte=latte, sana=sana,
-              qwenimage=qwenimage, generic=cogview4, wan_ti2v=wan_ti2v)
+              qwenimage=qwenimage, generic=cogview4, wan_ti2v=wan_ti2v, hunyuan_video_i2v=hunyuan_video_i2v)
 
 
 @functools.lru_cache(maxsize=None)

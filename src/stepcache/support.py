@@ -48,6 +48,8 @@ def support_table() -> str:
     for adapter in ADAPTERS:
         models = ", ".join(f"`{c.__name__}`" for c in adapter.model_classes) or \
             "blocks described by diffusers' `TransformerBlockRegistry` (one list, one class)"
+        if adapter.note:
+            models += f"; {adapter.note}"
         cells = [support_cell(cls, adapter) for cls in methods]
         lines.append(f"| {adapter.label or adapter.family} | {models} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

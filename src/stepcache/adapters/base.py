@@ -51,7 +51,8 @@ class Adapter:
     family: ClassVar[str] = ""
     model_classes: ClassVar[tuple[type, ...]] = ()
     description: ClassVar[str] = ""
-    label: ClassVar[str] = ""  # the family's column heading in the README's method table
+    label: ClassVar[str] = ""  # the family's name in the README's method table
+    note: ClassVar[str] = ""  # what the table should add about models whose configuration offers less
     capabilities: ClassVar[frozenset[str]] = frozenset()  # what every model of the family offers
 
     def __init__(self, model: nn.Module) -> None:

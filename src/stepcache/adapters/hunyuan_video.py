@@ -28,12 +28,13 @@ class HunyuanVideoAdapter(TwoStreamAdapter):
     model_classes = (HunyuanVideoTransformer3DModel,)
     description = "HunyuanVideo (HunyuanVideoTransformer3DModel): dual-stream then single-stream video blocks"
     label = "HunyuanVideo"
+    note = "image-to-video (token-replace blocks): the transformer denoiser, block chain and sublayers only"
     capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, MODULATED_INPUT, ADALN_GATES, GATED_ATTENTION})
 
     @property
     def offers(self):
         if self.model.config.image_condition_type == "token_replace":  # other modulation layers
-            return frozenset({BLOCKS, SUBLAYERS})
+            return frozenset({DIT, BLOCKS, SUBLAYERS})
         return super().offers
 
     def blocks(self):
