@@ -209,7 +209,7 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
 def _bench(args) -> int:
     from .bench import configs
     from .bench.report import terminal_table
-    from .bench.runner import cannot_run, does_not_apply, run
+    from .bench.runner import cannot_run, run
     from .config_files import read_config_record
 
     if args.suite:
@@ -241,11 +241,11 @@ def _bench(args) -> int:
     _prepare_machine(args)
     sampler = _load_sampler(args, distribution_samples=args.samples)
     if not methods and not files:
-        methods = [name for name in sorted(configs.METHODS) if not does_not_apply(sampler.target, name)]
+        methods = [name for name in sorted(configs.METHODS) if not _refusal(sampler, name)]
         grid = {m: {} for m in methods}
-    unfit = [m for m in methods if does_not_apply(sampler.target, m)]
+    unfit = [m for m in methods if _refusal(sampler, m)]
     if unfit:
-        raise UsageError(f"{', '.join(unfit)} cannot run on {args.model}: {does_not_apply(sampler.target, unfit[0])}")
+        raise UsageError(f"{', '.join(unfit)} cannot run on {args.model}: {_refusal(sampler, unfit[0])}")
     explicit = _grid_configs(methods, grid, sampler.config_defaults)
     explicit += [configs.make_config(cls, {**sampler.config_defaults.get(cls.method, {}),
                                            **_fields(record)})
@@ -259,6 +259,12 @@ def _bench(args) -> int:
     print(terminal_table(records))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
+
+
+def _refusal(sampler, method: str) -> str | None:
+    from .bench.runner import does_not_apply
+
+    return does_not_apply(sampler.target, method, sampler.config_defaults.get(method))
 
 
 def _fields(record: dict) -> dict:

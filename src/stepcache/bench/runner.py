@@ -152,14 +152,15 @@ def cannot_run(sampler: Sampler, config: CacheConfig, steps: int) -> str | None:
     return reasons[0]
 
 
-def does_not_apply(target: Any, method: str) -> str | None:
-    """Why ``method`` (with its default fields) does not run on ``target``'s denoiser at all, or None."""
+def does_not_apply(target: Any, method: str, fields: dict | None = None) -> str | None:
+    """Why ``method`` does not run on ``target``'s denoiser at all, or None; ``fields`` are what the model needs
+    set (a Sampler's ``config_defaults[method]``: a bare model's CFG mode), the rest are the defaults."""
     from ..config_files import config_class
 
     try:
         with warnings.catch_warnings():  # a default config's warnings (TeaCache without coefficients) are not news
             warnings.simplefilter("ignore")
-            _build(target, config_class(method)())
+            _build(target, config_class(method)(**(fields or {})))
     except UnsupportedModelError as reason:
         return str(reason)
     return None

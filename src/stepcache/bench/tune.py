@@ -122,7 +122,8 @@ def tune(target: Sampler | Any, goal: str | Target, *, call_kwargs: dict | None 
     if METRICS[goal.metric][1] == "distribution" and sampler.distribution is None:
         raise UsageError(f"a {goal.metric} target needs distribution samples (zoo models: --samples N)")
     names = list(methods) if methods is not None else sorted(_all_methods())
-    unfit = [(m, reason) for m in names if (reason := does_not_apply(sampler.target, m))]
+    unfit = [(m, reason) for m in names
+             if (reason := does_not_apply(sampler.target, m, sampler.config_defaults.get(m)))]
     if methods is not None and unfit:
         raise UsageError(f"{unfit[0][0]} cannot run on {sampler.name}: {unfit[0][1]}")
     names = [m for m in names if m not in dict(unfit)]
@@ -202,6 +203,8 @@ def _between(goal: Target, best: dict, records: list[dict]) -> CacheConfig | Non
         middle = (low + high) / 2
         if isinstance(low, int) and isinstance(high, int):
             middle = round(middle)
+        else:
+            middle = float(f"{middle:.6g}")  # 0.15, not 0.15000000000000002: a value a user would write
         if middle in (low, high):
             continue
         candidate = dataclasses.replace(best_config, **{name: middle})
