@@ -69,4 +69,4 @@ def check_plotting() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError("plots need matplotlib: pip install 'stepcache[bench]' (or leave out --plot)") from None
+        raise UsageError("plots need matplotlib: pip install 'stepcache[bench]', or pass --no-plot") from None

@@ -40,6 +40,12 @@ def test_a_config_qualifies_only_if_it_meets_the_target_and_beats_fewer_steps_at
     # the refinement looks half-way to the next faster config of the method
     assert tuning._between(goal, slow, records) == stepcache.FORAConfig(interval=3)
     assert tuning.pareto_front(goal, records) == [fast, slow]
+    # floats are halved to a value a user would write
+    slow_tea = fake("teacache threshold=0.1", "teacache", 1.9, 40.0, threshold=0.1, coefficients=None)
+    fast_tea = fake("teacache threshold=0.2", "teacache", 2.5, 20.0, threshold=0.2, coefficients=None)
+    fewer_slow["matches"].append(slow_tea["label"])
+    between = tuning._between(goal, slow_tea, [*records, slow_tea, fast_tea])
+    assert between == stepcache.TeaCacheConfig(threshold=0.15)
 
 
 def test_tune_returns_the_fastest_config_that_qualifies_with_its_front():
