@@ -338,6 +338,10 @@ def _tune(args) -> int:
     print(evidence_table(result))
     if result.config is None:
         print(f"no config meets {goal} and beats sampling fewer steps at its speed; nothing written")
+        fewer = result.fewer_steps
+        if fewer is not None:
+            print(f"sampling fewer steps does: {fewer['steps']} steps ({fewer['speedup_macs']:.2f}x MACs) reach "
+                  f"{goal.metric} {goal.score(fewer):.4g}; run the pipeline with num_inference_steps={fewer['steps']}")
         return 1
     save_config(result.config, args.out)
     record = result.record

@@ -81,6 +81,16 @@ def test_tune_command_with_an_unreachable_target_writes_nothing(tmp_path, capsys
     assert "no config meets psnr>=200" in capsys.readouterr().out and not out.exists()
 
 
+def test_where_fewer_steps_do_as_well_tune_says_how_many():
+    goal = Target.parse("psnr>=30")
+    cached = fake("fora interval=2", "fora", 2.0, 31.0, interval=2, sublayers=None)
+    fewer = [fake("uncached 5 steps", None, 2.0, 32.0, steps=5), fake("uncached 4 steps", None, 2.5, 30.5, steps=4),
+             fake("uncached 3 steps", None, 3.3, 21.0, steps=3)]
+    fewer[0]["matches"] = [cached["label"]]
+    result = tuning.TuneResult(goal, None, None, None, [cached], [cached, *fewer])
+    assert result.fewer_steps is fewer[1]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--target", "psnr>=30"], "--model is required"),
     (["--model", "zoo:dit-digits"], "--target is required"),

@@ -95,6 +95,12 @@ class TuneResult:
     records: list[dict] = field(repr=False)  # everything measured, uncached and fewer steps included
     timed: dict | None = None  # with pairs > 0: the config's record with wall times, paired with uncached runs
 
+    @property
+    def fewer_steps(self) -> dict | None:
+        """The fewest-steps uncached run that meets the target: the plain alternative to any cache."""
+        meeting = [r for r in self.records if r["kind"] == "fewer_steps" and self.target.met(r)]
+        return min(meeting, key=lambda r: r["steps"], default=None)
+
     def qualifies(self, record: dict) -> bool:
         return _qualifies(self.target, record, self.records)
 
