@@ -32,9 +32,10 @@ from .base import (
 )
 
 
-def _discover() -> tuple[type[Adapter], ...]:
+def discover(path=__path__) -> tuple[type[Adapter], ...]:
+    """The adapters the modules under ``path`` (imported as modules of this package) define, fallbacks last."""
     found = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         found += [cls for cls in vars(module).values() if inspect.isclass(cls) and issubclass(cls, Adapter)
                   and cls.__module__ == module.__name__ and cls.family]
@@ -46,7 +47,7 @@ def _discover() -> tuple[type[Adapter], ...]:
     return tuple(found)
 
 
-ADAPTERS: tuple[type[Adapter], ...] = _discover()
+ADAPTERS: tuple[type[Adapter], ...] = discover()
 
 
 class UnsupportedModelError(TypeError):

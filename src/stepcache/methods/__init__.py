@@ -30,5 +30,11 @@ def config_named(class_name: str) -> type[CacheConfig] | None:
 
 __all__ = ["CacheConfig", "CacheMethod", "METHODS", "config_named", "register"]
 
-for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    importlib.import_module(f"{__name__}.{_module.name}")
+
+def import_methods(path=__path__) -> None:
+    """Import every module under ``path`` as a module of this package: each registers its method."""
+    for module in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+import_methods()
