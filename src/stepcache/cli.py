@@ -101,7 +101,7 @@ def _config_options(parser: argparse.ArgumentParser, method_help: str) -> None:
                              "e.g. --set threshold=0.2")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="a JSON or YAML config file ({\"method\": ..., FIELD: VALUE}; `stepcache tune` writes "
-                             "one); --method and --set change it")
+                             "one); --set changes its fields")
 
 
 def _prepare_machine(args) -> None:
