@@ -329,3 +329,30 @@ def test_bench_runs_t_gate_on_a_zoo_pipeline(tmp_path):
     records = json.loads(out.read_text())["records"]
     assert [(r["kind"], r["label"]) for r in records] == [("uncached", "uncached 4 steps"),
                                                          ("cached", "tgate gate_step=0.5")]
+
+
+def test_generate_takes_a_published_preset_with_changes(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert cli.main(["generate", *FAST, "--preset", "fora-dit", "--set", "interval=2", "--out", str(out)]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["config"]["method"] == "fora" and summary["config"]["interval"] == 2
+    assert summary["config"]["convention"] == "reference"  # the preset's, kept under --set
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--preset", "fora-xl"], "unknown preset 'fora-xl'; presets: adacache-100"),
+    (["generate", "--preset", "fora-dit", "--method", "teacache"], "preset fora-dit is a fora config"),
+    (["generate", "--preset", "fora-dit", "--config", "x.json"], "give --config FILE or --preset NAME, not both"),
+])
+def test_preset_mistakes_are_usage_errors(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_methods_lists_each_methods_presets(capsys):
+    from stepcache import presets
+
+    assert cli.main(["methods"]) == 0
+    listing = capsys.readouterr().out
+    for name, preset in presets.PRESETS.items():
+        assert f"    {name}: {preset.steps} steps, {preset.source}" in listing

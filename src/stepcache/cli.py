@@ -102,6 +102,9 @@ def _config_options(parser: argparse.ArgumentParser, method_help: str) -> None:
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="a JSON or YAML config file ({\"method\": ..., FIELD: VALUE}; `stepcache tune` writes "
                              "one); --set changes its fields")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="a published setting (`stepcache methods` lists them under each method); "
+                             "--set changes its fields")
 
 
 def _prepare_machine(args) -> None:
@@ -117,10 +120,15 @@ def _config_request(args) -> tuple[type, dict]:
     from .bench.configs import config_class, make_config, parse_settings
     from .config_files import read_config_record
 
+    if args.config and args.preset:
+        raise UsageError("give --config FILE or --preset NAME, not both")
     record = dict(read_config_record(args.config)) if args.config else {}
+    source = args.config
+    if args.preset:
+        record, source = _preset_record(args.preset), f"preset {args.preset}"
     method = record.pop("method", None)
     if args.method and method and args.method != method:
-        raise UsageError(f"{args.config} is a {method} config and --method says {args.method}: give one of them")
+        raise UsageError(f"{source} is a {method} config and --method says {args.method}: give one of them")
     method = args.method or method
     if method is None:
         raise UsageError("give --method NAME or --config FILE (`stepcache methods` lists the methods)")
@@ -128,6 +136,18 @@ def _config_request(args) -> tuple[type, dict]:
     fields = {**record, **parse_settings(args.settings)}
     make_config(cls, fields)  # bad values fail here, before anything loads
     return cls, fields
+
+
+def _preset_record(name: str) -> dict:
+    """A preset's config as a config-file record: its method and every field."""
+    import dataclasses
+
+    from . import presets
+
+    if name not in presets.PRESETS:
+        raise UsageError(f"unknown preset {name!r}; presets: {', '.join(presets.names())}")
+    config = presets.PRESETS[name].config
+    return {"method": config.method, **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}}
 
 
 def _load_sampler(args, distribution_samples: int = 0):
@@ -425,7 +445,7 @@ def _stepcost_arguments(parser: argparse.ArgumentParser) -> None:
 def _stepcost(args) -> int:
     from .bench import stepcost
 
-    if args.method is None and args.config is None:
+    if args.method is None and args.config is None and args.preset is None:
         args.method = "fora"
     cls, fields = _config_request(args)
     args.device = "cpu"
@@ -446,6 +466,7 @@ def _methods_arguments(parser: argparse.ArgumentParser) -> None:
 def _methods(args) -> int:
     import textwrap
 
+    from . import presets
     from .bench.configs import config_class
     from .config_files import field_docs
     from .methods import METHODS
@@ -461,6 +482,11 @@ def _methods(args) -> int:
             print(f"  {f.name} (default {f.default!r}): {f.allowed}")
             if f.meaning:
                 print(textwrap.fill(f.meaning, width=100, initial_indent="      ", subsequent_indent="      "))
+        published = [(preset_name, p) for preset_name, p in presets.PRESETS.items() if p.config.method == name]
+        if published:
+            print("  presets (--preset NAME; the reference convention, published for the steps given):")
+            for preset_name, p in published:
+                print(f"    {preset_name}: {p.steps} steps, {p.source}")
         print()
     print("Set a field with --set FIELD=VALUE (generate, tune, stepcost) or sweep it with --grid FIELD=V1,V2 (bench);\n"
           "tuples are written with / between items and : inside pairs, e.g. --set codebook=0.03:4/0.05:3.")
