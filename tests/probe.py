@@ -36,10 +36,10 @@ class Probe(CacheMethod):
                 for module in modules:
                     hooks.wrap(module, passthrough)
 
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         sample, _ = self.adapter.sample_and_timestep(args, kwargs)
         self.calls.append((ctx.run, ctx.step, ctx.branch, ctx.num_steps, sample.shape[0]))
-        return forward(*args, **kwargs)
+        return args, kwargs
 
     def on_run_start(self, record):
         self.starts += 1

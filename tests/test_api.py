@@ -149,9 +149,3 @@ def test_diffusers_own_cache_and_stepcache_are_not_stacked():
         with pytest.raises(RuntimeError, match=r"got diffusers' own cache"):
             pipe(**tiny.flux_call_kwargs(), num_inference_steps=3, output_type="latent")
         pipe.transformer.disable_cache()
-
-
-def test_a_torch_compile_wrapper_is_refused_with_what_to_do():
-    compiled = torch.compile(tiny.dit(), backend="eager")
-    with pytest.raises(stepcache.UnsupportedModelError, match=r"apply stepcache\s+to the model itself"):
-        stepcache.apply(compiled, stepcache.FORAConfig(interval=2))

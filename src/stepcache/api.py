@@ -11,13 +11,15 @@ import re
 import weakref
 from typing import Any, Iterator
 
+import torch
 from torch import nn
+from torch._dynamo.eval_frame import OptimizedModule
 
 from .adapters import adapter_for
 from .core.hooks import HookSet
 from .core.pipeline import PipelineRuns
 from .core.state import RunRecord, StepClock
-from .methods.base import CacheConfig, tensor_bytes
+from .methods.base import CacheConfig, Reply, tensor_bytes
 
 # model -> its live handle; weak so a dropped model takes its entry with it
 _ACTIVE: "weakref.WeakKeyDictionary[nn.Module, CacheHandle]" = weakref.WeakKeyDictionary()
@@ -36,7 +38,7 @@ def find_denoisers(target: Any) -> tuple[list[tuple[str, nn.Module]], Any]:
     (``transformer_2``), that are set; the plain name comes first. A bare model is its own one denoiser.
     """
     if isinstance(target, nn.Module):
-        return [("", target)], None
+        return [("", _uncompiled(target))], None
     components = getattr(target, "components", None)
     if not isinstance(components, dict):
         components = {name: getattr(target, name, None) for name in _DENOISER_KINDS}
@@ -44,13 +46,43 @@ def find_denoisers(target: Any) -> tuple[list[tuple[str, nn.Module]], Any]:
     for name, model in components.items():
         match = _DENOISER_NAME.fullmatch(name)
         if match and isinstance(model, nn.Module):
-            found.append(((_DENOISER_KINDS.index(match[1]), int(match[2] or 0)), name, model))
+            found.append(((_DENOISER_KINDS.index(match[1]), int(match[2] or 0)), name, _uncompiled(model)))
     if not found:
         raise TypeError(
             f"expected a diffusers pipeline with a .transformer or .unet (or another denoiser component), or a "
             f"denoiser model; got {type(target).__name__}"
         )
     return [(name, model) for _, name, model in sorted(found, key=lambda item: item[0])], target
+
+
+_OFFLOAD_REASON = ("the pipeline takes accelerate's hooks off and puts them back after every call, which drops "
+                   "stepcache's, so stepcache does not run under them. Diffusers' group offloading "
+                   "(model.enable_group_offload) and layerwise casting work with every method")
+
+
+def _accelerate_offload(model: nn.Module) -> str | None:
+    """Which of accelerate's offloading modes a pipeline put on ``model``, or None.
+
+    Model offloading hooks the denoiser itself with a CpuOffload hook, sequential offloading
+    every module with weights with an offloading AlignDevicesHook. Other accelerate hooks
+    (a model dispatched over devices by ``device_map``) stay put and are not refused.
+    """
+    if any(type(hook).__name__ == "CpuOffload" for hook in _accelerate_hooks(model)):
+        return "model CPU offloading (pipe.enable_model_cpu_offload())"
+    if any(getattr(hook, "offload", False) for m in model.modules() for hook in _accelerate_hooks(m)):
+        return "sequential CPU offloading (pipe.enable_sequential_cpu_offload())"
+    return None
+
+
+def _accelerate_hooks(module: nn.Module) -> tuple:
+    hook = getattr(module, "_hf_hook", None)
+    return () if hook is None else tuple(getattr(hook, "hooks", (hook,)))  # a SequentialHook holds several
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile(model)``'s wrapper (which calls the model's ``__call__``, so the cache
+    installed on the model runs inside it), or the model itself."""
+    return model._orig_mod if isinstance(model, OptimizedModule) else model
 
 
 def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
@@ -82,6 +114,9 @@ def apply(target: Any, config: "CacheConfig | str | os.PathLike", *, scheduler: 
         if getattr(model, "is_cache_enabled", False):
             raise RuntimeError(f"{type(model).__name__} has diffusers' own cache enabled; call "
                                "model.disable_cache() before applying stepcache (two caches would both skip work)")
+        if (offload := _accelerate_offload(model)) is not None:
+            raise RuntimeError(f"{type(model).__name__} has {offload}: {_OFFLOAD_REASON}; call "
+                               "pipe.remove_all_hooks() first")
         if model in _ACTIVE:
             raise RuntimeError(
                 f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
@@ -161,16 +196,39 @@ class CacheHandle:
         finally:
             self._install()
 
+    # Under torch.compile this frame runs in Python and only ``forward`` is compiled, as a frame of its own:
+    # the step counting and the method's decisions run outside the graph, so dynamo never guards on them.
+    # Everything else it calls is disabled for dynamo, which would otherwise compile each as a frame too.
+    @torch.compiler.disable(recursive=False)
     def _denoiser_call(self, denoiser: Denoiser, forward, *args, **kwargs):
+        ctx, call = self._begin_call(denoiser, args, kwargs)
+        try:
+            output = call.output if isinstance(call, Reply) else forward(*call[0], **call[1])
+            return self._finish_call(denoiser, ctx, output)
+        finally:
+            self._end_call(denoiser, ctx)
+
+    @torch.compiler.disable
+    def _begin_call(self, denoiser: Denoiser, args: tuple, kwargs: dict):
         sample, timestep = denoiser.adapter.sample_and_timestep(args, kwargs)
         ctx = self.clock.on_call(sample, timestep)
         try:
-            output = denoiser.method.model_call(ctx, forward, args, kwargs)
-        finally:
-            self.clock.end_call()
+            return ctx, denoiser.method.before_call(ctx, args, kwargs)
+        except BaseException:
+            self._end_call(denoiser, ctx)
+            raise
+
+    @torch.compiler.disable
+    def _finish_call(self, denoiser: Denoiser, ctx, output):
+        output = denoiser.method.after_call(ctx, output)
         # caches are freed when a run ends, so their size is taken while it runs
         self._peak_bytes = max(self._peak_bytes, self._cache_bytes())
         return output
+
+    @torch.compiler.disable
+    def _end_call(self, denoiser: Denoiser, ctx) -> None:
+        denoiser.method.call_ended(ctx)
+        self.clock.end_call()
 
     def _cache_bytes(self) -> int:
         return sum(tensor_bytes(d.method.cache_tensors()) for d in self.denoisers)
@@ -180,6 +238,9 @@ class CacheHandle:
             if getattr(denoiser.model, "is_cache_enabled", False):
                 raise RuntimeError(f"{type(denoiser.model).__name__} got diffusers' own cache (enable_cache) after "
                                    "stepcache was applied; call model.disable_cache() or handle.remove()")
+            if (offload := _accelerate_offload(denoiser.model)) is not None:
+                raise RuntimeError(f"{type(denoiser.model).__name__} got {offload} after stepcache was applied: "
+                                   f"{_OFFLOAD_REASON}; call pipe.remove_all_hooks() or handle.remove()")
         self._peak_bytes = 0
         for denoiser in self.denoisers:
             denoiser.method.on_run_start(record)

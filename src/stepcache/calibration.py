@@ -96,8 +96,7 @@ class DistanceRecorder(CacheMethod):
         self.signal = self.adapter.modulated_input(self.first_block, args, kwargs)
         return original(*args, **kwargs)
 
-    def model_call(self, ctx, forward, args, kwargs):
-        output = forward(*args, **kwargs)
+    def after_call(self, ctx, output):
         sample = output[0]  # diffusers outputs and return_dict=False tuples both index this way
         if ctx.branch in self.previous:
             previous_signal, previous_sample = self.previous[ctx.branch]

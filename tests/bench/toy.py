@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from stepcache.core import validate
-from stepcache.methods.base import CacheConfig, CacheMethod
+from stepcache.methods.base import CacheConfig, CacheMethod, Reply
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class ToyMethod(CacheMethod):
     def install(self, hooks):
         self.outputs = {}
 
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         if ctx.step % self.config.interval and ctx.branch in self.outputs:
             self.mark_cached()
-            return self.outputs[ctx.branch]
-        self.outputs[ctx.branch] = forward(*args, **kwargs)
-        return self.outputs[ctx.branch]
+            return Reply(self.outputs[ctx.branch])
+        return args, kwargs
+
+    def after_call(self, ctx, output):
+        self.outputs[ctx.branch] = output
+        return output
 
     def clear(self):
         self.outputs = {}

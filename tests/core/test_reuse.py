@@ -13,19 +13,20 @@ class Counting(nn.Linear):
         return super().forward(x)
 
 
-def test_slot_stores_then_reuses_without_running_the_modules():
+def test_slot_stores_then_reuses_without_running_the_modules_and_leaves_them_clean():
     layers = [Counting(2, 2), Counting(2, 2)]
-    slot, hooks = ReuseSlot(), HookSet()
-    for index, layer in enumerate(layers):
-        hooks.wrap(layer, slot.hook(index))
+    before = [sorted(layer.__dict__) for layer in layers]
+    slot, hooks = ReuseSlot(layers), HookSet()
+    slot.install(hooks)
     x = torch.randn(1, 2)
-    stored = {}
-    slot.store = stored
+    slot.store()
     first = [layer(x) for layer in layers]
+    stored = slot.stored()
     assert [stored[0], stored[1]] == first and Counting.runs == 2
-    slot.reuse, slot.store = stored, None
+    slot.reuse(stored)
     assert [layer(torch.zeros(1, 2)) for layer in layers] == first  # the stored outputs
     assert Counting.runs == 2  # and the modules did not run
     slot.reset()
     assert torch.equal(layers[0](x), first[0]) and Counting.runs == 3
     hooks.remove()
+    assert [sorted(layer.__dict__) for layer in layers] == before

@@ -13,28 +13,10 @@ import torch
 
 import stepcache
 import tiny
+from family_pipes import PIPELINES as _FAMILIES, generate, pipeline  # noqa: F401 (test modules import them here)
 from stepcache.bench.macs import macs_by_module, macs_of
 
-# family -> (tiny pipeline builder, call kwargs builder)
-PIPELINES = {
-    "dit": (tiny.dit_pipeline, lambda: dict(class_labels=[3])),
-    "pixart": (tiny.pixart_pipeline, tiny.pixart_call_kwargs),
-    "sd3": (tiny.sd3_pipeline, tiny.sd3_call_kwargs),
-    "flux": (tiny.flux_pipeline, tiny.flux_call_kwargs),
-}
-
-
-def pipeline(family: str):
-    pipe = PIPELINES[family][0]()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def generate(pipe, family: str, steps: int):
-    """One seeded pipeline call -> its images as a tensor."""
-    kwargs = PIPELINES[family][1]()
-    images = pipe(**kwargs, num_inference_steps=steps, output_type="pt", generator=torch.Generator().manual_seed(0))
-    return images.images
+PIPELINES = {family: _FAMILIES[family] for family in ("dit", "pixart", "sd3", "flux")}
 
 
 def _module_state(model) -> dict:

@@ -83,22 +83,6 @@ class Forecast:
         return [diffs for _, diffs in self._entries.values()]
 
 
-class ForecastView:
-    """``view[key]`` / ``view[key] = value`` on a Forecast at one step, so a ReuseSlot can read
-    predictions and store outputs without knowing about steps."""
-
-    __slots__ = ("forecast", "step")
-
-    def __init__(self, forecast: Forecast, step: int) -> None:
-        self.forecast, self.step = forecast, step
-
-    def __getitem__(self, key: Hashable) -> Any:
-        return self.forecast.get(key, self.step)
-
-    def __setitem__(self, key: Hashable, value: Any) -> None:
-        self.forecast.put(key, self.step, value)
-
-
 def _wide(t: torch.Tensor) -> torch.Tensor:
     """Differences of half-precision features are taken in float32: they are small and would lose digits."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

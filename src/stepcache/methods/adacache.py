@@ -26,7 +26,6 @@ range's residual once: the same sum, so outputs agree up to float rounding.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -110,7 +109,7 @@ class AdaCache(CacheMethod):
         super().__init__(config, adapter, clock)
         blocks = adapter.blocks()
         self.block_range = config.blocks or (0, len(blocks))
-        self.skip = ResidualSkip(adapter, blocks, [self.block_range], self._decide, clock, self.new_forecast())
+        self.skip = ResidualSkip(adapter, blocks, [self.block_range], self.new_forecast())
         self.signal = _AttentionSignal(adapter, blocks, config.signal_blocks) if config.reference else None
         self._reset_schedule()
 
@@ -118,9 +117,6 @@ class AdaCache(CacheMethod):
         self.skip.install(hooks)
         if self.signal is not None:
             self.signal.install(hooks)
-
-    def _decide(self, args, kwargs):
-        return 0 if self._skip_call else None
 
     # -- runs -----------------------------------------------------------------------------
     def on_run_start(self, record) -> None:
@@ -131,7 +127,6 @@ class AdaCache(CacheMethod):
         self._step = -1
         self._next_full = 0
         self._reuse_now = False
-        self._skip_call = False  # the denoiser call in progress adds the cached residual
         self._rate: torch.Tensor | None = None  # largest rate measured at the current full step
         self.full_steps: list[int] = []
         # one per full step from the second on, but the last: a rate is read only when the next step needs it
@@ -154,24 +149,34 @@ class AdaCache(CacheMethod):
         return stats
 
     # -- denoiser calls -------------------------------------------------------------------
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         if ctx.step != self._step:
             self._begin_step(ctx.step, ctx.num_steps)
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
-        self._skip_call = self._reuse_now and self.skip.has_delta(0, ctx.branch)
-        if self._skip_call:
+        if self._reuse_now and self.skip.has_delta(0, ctx.branch):
+            self.skip.begin_call(ctx, 0)
             self.mark_cached()
-            return forward(*args, **kwargs)
+            return args, kwargs
+        self.skip.begin_call(ctx, None)
         if self.signal is not None:
-            with self.signal.measuring(ctx.branch):
-                return forward(*args, **kwargs)
+            self.signal.begin(ctx.branch)
+        return args, kwargs
+
+    def after_call(self, ctx, output):
+        if self.skip.skipping:
+            return output
         previous = self.skip.deltas.latest((0, ctx.branch))
-        output = forward(*args, **kwargs)
-        if previous is not None:
+        self.skip.keep(ctx)
+        if self.signal is None and previous is not None:
             gap = self.full_steps[-1] - self.full_steps[-2]
             rate = _relative_l1_rate(self.skip.deltas.latest((0, ctx.branch))[0], previous[0], gap)
             self._rate = rate if self._rate is None else torch.maximum(self._rate, rate)
         return output
+
+    def call_ended(self, ctx) -> None:
+        self.skip.end_call()
+        if self.signal is not None:
+            self.signal.end()
 
     def _begin_step(self, step: int, num_steps: int | None) -> None:
         if self.full_steps and self.full_steps[-1] == self._step:
@@ -274,14 +279,13 @@ class _AttentionSignal:
 
         return forward
 
-    @contextlib.contextmanager
-    def measuring(self, branch: int):
+    def begin(self, branch: int) -> None:
+        """A full denoiser call of CFG branch ``branch`` starts: measure it."""
         self._branch = branch
-        try:
-            yield
-        finally:
-            self._branch = None
-            self._call.clear()
+
+    def end(self) -> None:
+        self._branch = None
+        self._call.clear()
 
     def rate(self, reuse_length: int) -> torch.Tensor | None:
         """The step's rate, as the reference's ``compute_next_step`` forms it; None before two full steps."""

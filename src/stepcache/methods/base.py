@@ -85,9 +85,17 @@ class ReuseConfig(CacheConfig):
 class CacheMethod:
     """The live side of a config: installs hooks on one model and holds its caches.
 
-    The handle calls ``install`` once, ``on_run_start``/``on_run_end`` around every run
-    and ``model_call`` with each denoiser call's context; hooks on submodules read the
-    context of the call in progress from ``clock.current``.
+    The handle calls ``install`` once, ``on_run_start``/``on_run_end`` around every run,
+    and around each denoiser call ``before_call`` (which decides how it runs),
+    ``after_call`` (with its output) and ``call_ended`` (however it ended).
+
+    Under ``torch.compile`` those three run in Python, outside the compiled graphs, and
+    the model's forward is compiled on its own (api.py): every decision and every counter
+    lives there. The hooks a method installs on submodules run inside the model's graph,
+    so they only read what ``before_call`` prepared for the call (a mode such as "reuse"
+    or "store" and the tensors to reuse) and leave what the call computed for
+    ``after_call`` to keep: dynamo then guards only on the mode, and a model compiles once
+    per compute path (full step, cached step), never per step.
     """
 
     def __init__(self, config: CacheConfig, adapter: Adapter, clock: StepClock) -> None:
@@ -104,9 +112,17 @@ class CacheMethod:
     def install(self, hooks: HookSet) -> None:
         raise NotImplementedError
 
-    def model_call(self, ctx: StepContext, forward, args: tuple, kwargs: dict) -> Any:
-        """Run one denoiser call; a method may override it to change the call itself."""
-        return forward(*args, **kwargs)
+    def before_call(self, ctx: StepContext, args: tuple, kwargs: dict) -> "tuple[tuple, dict] | Reply":
+        """Decide how a denoiser call runs: the (args, kwargs) to run the model with, or ``Reply(output)``
+        to return ``output`` without running it."""
+        return args, kwargs
+
+    def after_call(self, ctx: StepContext, output: Any) -> Any:
+        """Keep what the call computed; returns the call's output (a method may change it)."""
+        return output
+
+    def call_ended(self, ctx: StepContext) -> None:
+        """The denoiser call returned or raised: drop what ``before_call`` prepared for it."""
 
     def on_run_start(self, record: RunRecord) -> None:
         self.clear()
@@ -138,6 +154,13 @@ class CacheMethod:
     def mark_cached(self) -> None:
         """Record that the step of the call in progress reused cached work."""
         self.clock.mark_cached(self.clock.current.step)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What ``before_call`` returns to answer a denoiser call without running the model."""
+
+    output: Any
 
 
 def tensor_bytes(values: Iterable[Any]) -> int:

@@ -102,6 +102,7 @@ class DeepCache(CacheMethod):
         self._features = self.new_forecast()  # CFG branch -> deep feature of its last full steps
         self._placeholders: dict[int, Any] = {}  # stand-in slot -> zero-cost output of the same structure
         self._mode = _OUTSIDE
+        self._feature: Any = None  # the deep feature of the call in progress: the one reused, or the one computed
         self._is_full: Callable[[int], bool] | None = None  # set at the first call of a run
         self._planned: list[int] | None = None
 
@@ -146,16 +147,15 @@ class DeepCache(CacheMethod):
         return output
 
     def _feature_source(self, forward, *args, **kwargs):
-        call = self.clock.current
         if self._mode == _CACHED:
-            return self._features.get(call.branch, call.step)
+            return self._feature
         output = forward(*args, **kwargs)
         if self._mode == _FULL:
-            self._features.put(call.branch, call.step, output)
+            self._feature = output  # kept by after_call, outside a compiled graph
         return output
 
     # -- steps ----------------------------------------------------------------------------
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         if self._is_full is None:
             self._is_full = self._plan(ctx.num_steps)
         # a branch that has no feature yet (first step) must compute one
@@ -163,11 +163,19 @@ class DeepCache(CacheMethod):
             and not self.must_run_full(ctx.step, ctx.num_steps)
         if cached:
             self.mark_cached()
+            # forecast here, outside a compiled graph: the hook returns a tensor, whatever the step
+            self._feature = self._features.get(ctx.branch, ctx.step)
         self._mode = _CACHED if cached else _FULL
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            self._mode = _OUTSIDE
+        return args, kwargs
+
+    def after_call(self, ctx, output):
+        if self._mode == _FULL and self._feature is not None:
+            self._features.put(ctx.branch, ctx.step, self._feature)
+        return output
+
+    def call_ended(self, ctx) -> None:
+        self._mode = _OUTSIDE
+        self._feature = None
 
     def _plan(self, num_steps: int | None) -> Callable[[int], bool]:
         config = self.config

@@ -105,15 +105,11 @@ class DeltaDiT(CacheMethod):
                     f"{type(adapter.model).__name__} ({count} blocks), got {k}"
                 )
             ranges = [(count - k, count), (0, k)]  # early stage: back blocks; late stage: front blocks
-        self.skip = ResidualSkip(adapter, blocks, ranges, self._decide, clock, self.new_forecast())
+        self.skip = ResidualSkip(adapter, blocks, ranges, self.new_forecast())
         self._boundary: int | None = None  # resolved per run; None in the fixed mode (one stage)
-        self._skip_range: int | None = None  # range skipped in the current denoiser call
 
     def install(self, hooks) -> None:
         self.skip.install(hooks)
-
-    def _decide(self, args, kwargs):
-        return self._skip_range
 
     def _range_at(self, step: int) -> int:
         """Index into the ranges of the one a cached step ``step`` skips."""
@@ -137,16 +133,22 @@ class DeltaDiT(CacheMethod):
         boundary = config.boundary if config.boundary is not None else DEFAULT_BOUNDARY
         self._boundary = resolve_step(boundary, record.num_steps, "DeltaDiTConfig.boundary")
 
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         skip = self.skip
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
         if ctx.step % self.config.interval and skip.has_delta(self._range_at(ctx.step), ctx.branch) \
                 and not self.must_run_full(ctx.step, ctx.num_steps):
-            self._skip_range = self._range_at(ctx.step)
+            skip.begin_call(ctx, self._range_at(ctx.step))
             self.mark_cached()
-            return forward(*args, **kwargs)
-        self._skip_range = None
-        output = forward(*args, **kwargs)
+        else:
+            skip.begin_call(ctx, None)
+        return args, kwargs
+
+    def after_call(self, ctx, output):
+        skip = self.skip
+        if skip.skipping:
+            return output
+        skip.keep(ctx)
         if self.config.order:
             # a forecast keeps the offsets of every full step, as the nodes of its polynomial, while a later
             # step may still skip their range
@@ -159,9 +161,11 @@ class DeltaDiT(CacheMethod):
                 skip.deltas.pop((index, ctx.branch))  # no step before the next full one skips it
         return output
 
+    def call_ended(self, ctx) -> None:
+        self.skip.end_call()
+
     def clear(self) -> None:
         self.skip.clear()
-        self._skip_range = None
 
     def cache_tensors(self):
         return self.skip.deltas.tensors()

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from ..adapters import ADALN_GATES, DIT, SUBLAYER_ROLES, SUBLAYERS, adaln
 from ..core import validate
-from ..core.forecast import Forecast, ForecastView
+from ..core.forecast import Forecast
 from ..core.reuse import ReuseSlot
 from ..core.schedules import check_interval, fora_reference_is_full, reuse_steps
 from . import register
@@ -89,17 +89,16 @@ class FORA(CacheMethod):
         self.modulations = [] if config.reference or ADALN_GATES not in adapter.offers else [
             m for block in blocks if set(adapter.sublayers(block)) <= set(roles) for m in adapter.gate_modulations(block)]
         self._caches: dict[int, Forecast] = {}  # branch -> module index -> its outputs at the last full steps
-        self._slot = ReuseSlot()  # set once per denoiser call, read by every sublayer hook
+        self._slot = ReuseSlot(self.modules)  # set once per denoiser call, read by every sublayer hook
 
     def install(self, hooks) -> None:
-        for index, module in enumerate(self.modules):
-            hooks.wrap(module, self._slot.hook(index))
+        self._slot.install(hooks)
         for module in self.modulations:
             hooks.wrap(module, self._gates_only_on_reuse(module))
 
     def _gates_only_on_reuse(self, module):
         def forward(original, *args, **kwargs):
-            if self._slot.reuse is None:
+            if not self._slot.reusing:
                 return original(*args, **kwargs)
             return adaln.gates_only(module, args, kwargs)
 
@@ -129,25 +128,32 @@ class FORA(CacheMethod):
             later = itertools.takewhile(lambda s: not self._is_full(s, num_steps), range(step + 1, num_steps))
         return any(not self.must_run_full(s, num_steps) for s in later)
 
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
         if not self._is_full(ctx.step, ctx.num_steps) and ctx.branch in self._caches \
                 and not self.must_run_full(ctx.step, ctx.num_steps):
-            self._slot.reuse = ForecastView(self._caches[ctx.branch], ctx.step)
-            self._slot.store = None
+            cache = self._caches[ctx.branch]
+            # predicted here, outside a compiled graph: the hooks read tensors, never the step
+            self._slot.reuse({index: cache.get(index, ctx.step) for index in cache.keys()})
             self.mark_cached()
+        # plain reuse keeps a full step's outputs only if a step before the next full one reuses them;
+        # a forecast keeps every full step's, as the nodes of its polynomial
+        elif self.config.order or self._reused_later(ctx.step, ctx.num_steps):
+            self._slot.store()
         else:
-            self._slot.reuse = None
-            # plain reuse keeps a full step's outputs only if a step before the next full one reuses them;
-            # a forecast keeps every full step's, as the nodes of its polynomial
-            if self.config.order or self._reused_later(ctx.step, ctx.num_steps):
-                if ctx.branch not in self._caches:
-                    self._caches[ctx.branch] = self.new_forecast()
-                self._slot.store = ForecastView(self._caches[ctx.branch], ctx.step)
-            else:
-                self._slot.store = None
-                self._caches.pop(ctx.branch, None)  # nothing after this step reuses it
-        return forward(*args, **kwargs)
+            self._caches.pop(ctx.branch, None)  # nothing after this step reuses it
+        return args, kwargs
+
+    def after_call(self, ctx, output):
+        stored = self._slot.stored() if self._slot.storing else None
+        if stored:
+            cache = self._caches.setdefault(ctx.branch, self.new_forecast())
+            for index, value in stored.items():
+                cache.put(index, ctx.step, value)
+        return output
+
+    def call_ended(self, ctx) -> None:
+        self._slot.reset()
 
     def clear(self) -> None:
         self._caches.clear()

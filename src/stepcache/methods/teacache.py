@@ -100,7 +100,7 @@ class TeaCache(CacheMethod):
         blocks = adapter.blocks()
         self.polynomial = polynomial
         self.first_block = blocks[0]
-        self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self._decide, clock, self.new_forecast())
+        self.skip = ResidualSkip(adapter, blocks, [(0, len(blocks))], self.new_forecast(), decide=self._decide)
         # block 0 takes the norm output computed for the signal instead of computing it again
         self.signal_norm = OutputMemo(adapter.modulation_norm(self.first_block))
         self.previous_signal: torch.Tensor | None = None  # F_{i-1}, from branch 0
@@ -116,6 +116,17 @@ class TeaCache(CacheMethod):
         super().on_run_start(record)
         self.accumulated = 0.0
         self.trace = []
+
+    def before_call(self, ctx, args, kwargs):
+        self.skip.begin_call(ctx)  # the first block's hook asks _decide
+        return args, kwargs
+
+    def after_call(self, ctx, output):
+        self.skip.keep(ctx)
+        return output
+
+    def call_ended(self, ctx) -> None:
+        self.skip.end_call()
 
     def clear(self) -> None:
         self.skip.clear()

@@ -38,7 +38,7 @@ from ..core import validate
 from ..core.reuse import ReuseSlot
 from ..core.schedules import resolve_step, tgate_self_attn_reused
 from . import register
-from .base import CacheConfig, CacheMethod
+from .base import CacheConfig, CacheMethod, Reply
 
 CFG_MODES = ("auto", "batched", "split", "none")
 
@@ -86,15 +86,15 @@ class TGate(CacheMethod):
         blocks = adapter.blocks()
         self._self_attn = [m for block in blocks for m in adapter.sublayers(block)[SELF_ATTN]]
         self._cross_attn = [m for block in blocks for m in adapter.sublayers(block).get(CROSS_ATTN, ())]
-        self._slots = {SELF_ATTN: ReuseSlot(), CROSS_ATTN: ReuseSlot()}
+        self._slots = {SELF_ATTN: ReuseSlot(self._self_attn), CROSS_ATTN: ReuseSlot(self._cross_attn)}
+        self._store_into: dict[str, list] = {}  # role -> the list its slot's outputs go to after this call
         self._clear_run()
         self._clear_tensors()
 
     # -- installation -------------------------------------------------------------------
     def install(self, hooks) -> None:
-        for role, modules in ((SELF_ATTN, self._self_attn), (CROSS_ATTN, self._cross_attn)):
-            for index, module in enumerate(modules):
-                hooks.wrap(module, self._slots[role].hook(index))
+        for slot in self._slots.values():
+            slot.install(hooks)
 
     # -- runs -----------------------------------------------------------------------------
     def on_run_start(self, record) -> None:
@@ -138,6 +138,10 @@ class TGate(CacheMethod):
         self._segments: tuple[str, ...] = ()  # guidance roles stacked in a batched call, in batch order
         self._cfg_on = False
         self._mode: str | None = None  # "batched", "split" or "none", known once the gate is reached
+        # the call in progress, after the gate: the rows of its output that make the batch (batched CFG), and
+        # whether branch 1 of its step takes its output (split CFG)
+        self._out_rows: torch.Tensor | None = None
+        self._keep_output = False
 
     def _clear_tensors(self) -> None:
         self._self_cache: dict[int, list] = {}  # branch -> self-attention outputs of its last full step
@@ -167,26 +171,28 @@ class TGate(CacheMethod):
         }
 
     # -- denoiser calls -------------------------------------------------------------------
-    def model_call(self, ctx, forward, args, kwargs):
+    def before_call(self, ctx, args, kwargs):
         if ctx.step == 0:
             self._check_layout(ctx, args, kwargs)
         # warm-up and cool-down steps after the gate run in full: fresh cross-attention, every branch
         if ctx.step >= self._gate and not self.must_run_full(ctx.step, ctx.num_steps):
-            return self._after_gate(ctx, forward, args, kwargs)
+            return self._after_gate(ctx, args, kwargs)
         branch = ctx.branch
-        self_slot, cross_slot = self._slots[SELF_ATTN], self._slots[CROSS_ATTN]
         if ctx.step in self._self_reuse and branch in self._self_cache:
-            self_slot.reuse, self_slot.store = self._self_cache[branch], None
+            self._reuse(SELF_ATTN, self._self_cache[branch])
             self.mark_cached()
-        else:
-            self_slot.reuse = None
-            # only kept when a later step will read it
-            self_slot.store = self._self_cache.setdefault(branch, [None] * len(self._self_attn)) \
-                if ctx.step in self._self_store else None
-        cross_slot.reuse = None
-        cross_slot.store = self._cross_at_gate.setdefault(branch, [None] * len(self._cross_attn)) \
-            if ctx.step == self._gate - 1 else None
-        return forward(*args, **kwargs)
+        elif ctx.step in self._self_store:  # only kept when a later step will read it
+            self._store(SELF_ATTN, self._self_cache.setdefault(branch, [None] * len(self._self_attn)))
+        if ctx.step == self._gate - 1:
+            self._store(CROSS_ATTN, self._cross_at_gate.setdefault(branch, [None] * len(self._cross_attn)))
+        return args, kwargs
+
+    def _reuse(self, role: str, outputs: list) -> None:
+        self._slots[role].reuse(dict(enumerate(outputs)))
+
+    def _store(self, role: str, into: list) -> None:
+        self._slots[role].store()
+        self._store_into[role] = into
 
     def _check_layout(self, ctx, args, kwargs) -> None:
         """Refuse, in the run's first step (before anything is cached), a call layout T-GATE cannot gate."""
@@ -202,30 +208,41 @@ class TGate(CacheMethod):
             raise RuntimeError(f"T-GATE expects each call to stack {len(self._segments)} equal segments "
                                f"{self._segments}, but the batch is {batch}")
 
-    def _after_gate(self, ctx, forward, args, kwargs):
+    def after_call(self, ctx, output):
+        for role, into in self._store_into.items():
+            for index, value in self._slots[role].stored().items():
+                into[index] = value
+        if self._out_rows is not None:  # a batched call after the gate ran the segments it computes
+            return _map_tensors(output, lambda t: t[self._out_rows])
+        if self._keep_output:
+            self._first_branch_output = output
+        return output
+
+    def call_ended(self, ctx) -> None:
+        self._out_rows, self._keep_output = None, False
+        self._store_into = {}
+        for slot in self._slots.values():
+            slot.reset()
+
+    def _after_gate(self, ctx, args, kwargs):
         if self._cross_mean is None:
             self._close_gate()
         self.mark_cached()
         if self._mode == "split" and ctx.branch == 1:
             output, self._first_branch_output = self._first_branch_output, None
-            return _map_tensors(output, torch.clone)
-        self_slot = self._slots[SELF_ATTN]
+            return Reply(_map_tensors(output, torch.clone))
         if ctx.step in self._self_reuse and self._self_after is not None:
-            self_slot.reuse, self_slot.store = self._self_after, None
-        else:
-            self_slot.reuse = self_slot.store = None
-            if ctx.step in self._self_store:
-                self._self_after = self_slot.store = [None] * len(self._self_attn)
-        self._slots[CROSS_ATTN].reuse, self._slots[CROSS_ATTN].store = self._cross_mean, None
+            self._reuse(SELF_ATTN, self._self_after)
+        elif ctx.step in self._self_store:
+            self._self_after = [None] * len(self._self_attn)
+            self._store(SELF_ATTN, self._self_after)
+        self._reuse(CROSS_ATTN, self._cross_mean)
         if self._mode == "batched":
             batch = self.adapter.sample_and_timestep(args, kwargs)[0].shape[0]
-            rows, out_rows = self._rows(batch)
-            picked = _take_rows(args, batch, rows), _take_rows(kwargs, batch, rows)
-            return _map_tensors(forward(*picked[0], **picked[1]), lambda t: t[out_rows])
-        output = forward(*args, **kwargs)
-        if self._mode == "split":
-            self._first_branch_output = output
-        return output
+            rows, self._out_rows = self._rows(batch)
+            return _take_rows(args, batch, rows), _take_rows(kwargs, batch, rows)
+        self._keep_output = self._mode == "split"  # branch 1 of this step takes this output
+        return args, kwargs
 
     def _sources(self) -> list[int]:
         """Per segment of a batched call, the segment whose inputs it takes after the gate: cond takes
