@@ -62,3 +62,24 @@ def test_calibration_takes_the_pairs_of_both_stages():
                                       seeds=(0,), degree=1)
     # split CFG, 2 branches: transformer compares steps 1-2 with the step before, transformer_2 steps 4-7
     assert calibration.model_class == "WanTransformer3DModel" and calibration.num_samples == 2 * (2 + 4)
+
+
+def test_token_frames_names_the_runs_of_tokens_each_input_frame_feeds():
+    """Changing one input frame changes exactly that frame's run of the first block's tokens (AdaCache's MoReg
+    compares these runs)."""
+    from stepcache.adapters import adapter_for
+
+    model = tiny.wan()
+    adapter = adapter_for(model)
+    inputs = tiny.model_inputs("wan", model, batch=1)
+    frames = adapter.token_frames((), inputs)
+    assert frames == inputs["hidden_states"].shape[2] == 3
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    changed = dict(inputs, hidden_states=inputs["hidden_states"].clone())
+    changed["hidden_states"][:, :, 1] += 1.0
+    with torch.no_grad():
+        model(**inputs)
+        model(**changed)
+    differs = (seen[0] != seen[1]).any(dim=-1)[0].reshape(frames, -1)
+    assert differs[1].all() and not differs[0].any() and not differs[2].any()

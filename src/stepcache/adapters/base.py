@@ -32,6 +32,7 @@ MODULATED_INPUT = "modulated_input"  # the first block's timestep-modulated inpu
 ADALN_GATES = "adaln_gates"  # adaLN-Zero layers that can compute only their gates
 GATED_ATTENTION = "gated_attention"  # each block's gated self-attention output
 SKIP_LEVELS = "skip_levels"  # U-Net down and up blocks by skip level
+FRAMES = "frames"  # the blocks' image tokens are a video's frames, one equal run per (patched) frame, in order
 
 CAPABILITIES: dict[str, str] = {  # capability -> what a model lacks without it, for messages and tables
     DIT: "transformer denoiser",
@@ -42,6 +43,7 @@ CAPABILITIES: dict[str, str] = {  # capability -> what a model lacks without it,
     ADALN_GATES: "adaLN-Zero gates",
     GATED_ATTENTION: "gated self-attention output",
     SKIP_LEVELS: "U-Net skip levels",
+    FRAMES: "frame-ordered video tokens",
 }
 
 
@@ -137,6 +139,12 @@ class Adapter:
         the gate times ``attention_output``. ``gate_output`` is the output of the gate module that
         ``gated_attention`` names (None if it names none); ``args``, ``kwargs`` are the block's."""
         raise NotImplementedError(f"{self.family} blocks have no gated self-attention output")
+
+    def token_frames(self, args: tuple, kwargs: dict) -> int:
+        """Frames in the image tokens the blocks carry, for one denoiser call (its args, kwargs): the tokens
+        are that many equal runs, one per (patched) frame, in frame order. AdaCache's motion
+        regularisation compares them."""
+        raise NotImplementedError(f"{self.family} models carry no frame-ordered tokens")
 
     def block_kind(self, block: nn.Module) -> str:
         """A name for blocks of different structure within one model (FLUX: dual / single)."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from diffusers import WanTransformer3DModel
 
-from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, DIT, FEED_FORWARD, GATED_ATTENTION, MODULATED_INPUT, SELF_ATTN,
-                   SUBLAYERS, Adapter, kwarg)
+from .base import (BLOCKS, CROSS_ATTENTION, CROSS_ATTN, DIT, FEED_FORWARD, FRAMES, GATED_ATTENTION, MODULATED_INPUT,
+                   SELF_ATTN, SUBLAYERS, Adapter, kwarg)
 
 
 class WanAdapter(Adapter):
@@ -23,7 +23,7 @@ class WanAdapter(Adapter):
     model_classes = (WanTransformer3DModel,)
     description = "Wan 2.1/2.2 (WanTransformer3DModel): video DiT, self-attention, text cross-attention, MLP"
     label = "Wan 2.1/2.2"
-    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION})
+    capabilities = frozenset({DIT, BLOCKS, SUBLAYERS, CROSS_ATTENTION, MODULATED_INPUT, GATED_ATTENTION, FRAMES})
 
     def blocks(self):
         return list(self.model.blocks)
@@ -53,3 +53,7 @@ class WanAdapter(Adapter):
     def attention_residual(self, block, attention_output, gate_output, args, kwargs):
         gate = self._modulation(block, args, kwargs)[2]
         return attention_output * gate
+
+    def token_frames(self, args, kwargs):
+        # patch_embedding then flatten(2): the tokens are (frames, height, width)-ordered, p_t frames a token
+        return kwarg(args, kwargs, "hidden_states", 0).shape[2] // self.model.config.patch_size[0]
