@@ -16,6 +16,7 @@ from torch import nn
 from torch._dynamo.eval_frame import OptimizedModule
 
 from .adapters import adapter_for
+from .core import distributed
 from .core.hooks import HookSet
 from .core.pipeline import PipelineRuns
 from .core.state import RunRecord, StepClock
@@ -91,13 +92,20 @@ def find_denoiser(target: Any) -> tuple[nn.Module, Any]:
     return denoisers[0][1], pipe
 
 
-def apply(target: Any, config: "CacheConfig | str | os.PathLike", *, scheduler: Any = None) -> "CacheHandle":
+def apply(target: Any, config: "CacheConfig | str | os.PathLike", *, scheduler: Any = None,
+          group: Any = distributed.AUTO) -> "CacheHandle":
     """Install ``config``'s cache on a pipeline's denoiser (or on a denoiser model).
 
     Applied to a pipeline, every call of that pipeline is one run (core/state.py says how
     steps are counted). For a bare model in a hand-written loop, pass that loop's
     ``scheduler`` (or call ``handle.start_run``).
     Raises RuntimeError if the model already has a cache: remove that one first.
+
+    Several ranks sharing one image (sequence parallelism): adaptive methods reduce their
+    statistic over ``group``, the ranks that each hold a part of the image's tokens. Left
+    out, it is read from a model sharded with diffusers' ``enable_parallelism`` (call that
+    first, then ``apply``), and a model without it is not sharded; pass another engine's
+    process group, or None if every rank holds whole activations (core/distributed.py).
     """
     if isinstance(config, (str, os.PathLike)):  # a config file, e.g. the one `stepcache tune` writes
         from .config_files import load_config
@@ -122,13 +130,14 @@ def apply(target: Any, config: "CacheConfig | str | os.PathLike", *, scheduler: 
                 f"{type(model).__name__} already has a {_ACTIVE[model].config.method} cache applied; "
                 "call remove() on its handle before applying another"
             )
-    return CacheHandle(denoisers, config, pipe, scheduler)
+    return CacheHandle(denoisers, config, pipe, scheduler, group)
 
 
 @contextlib.contextmanager
-def cached(target: Any, config: CacheConfig, *, scheduler: Any = None) -> Iterator["CacheHandle"]:
+def cached(target: Any, config: CacheConfig, *, scheduler: Any = None,
+           group: Any = distributed.AUTO) -> Iterator["CacheHandle"]:
     """``with cached(pipe, cfg) as handle:`` applies the cache and removes it on exit."""
-    handle = apply(target, config, scheduler=scheduler)
+    handle = apply(target, config, scheduler=scheduler, group=group)
     try:
         yield handle
     finally:
@@ -154,7 +163,7 @@ class CacheHandle:
     """
 
     def __init__(self, denoisers: list[tuple[str, nn.Module]], config: CacheConfig, pipe: Any,
-                 scheduler: Any) -> None:
+                 scheduler: Any, group: Any = distributed.AUTO) -> None:
         self.config = config
         self._hooks = HookSet()
         self.clock = StepClock(on_run_start=self._run_started, on_run_end=self._run_ended,
@@ -164,6 +173,13 @@ class CacheHandle:
                           for name, model, adapter in adapters]
         self.model, self.adapter, self.method = self.denoisers[0].model, self.denoisers[0].adapter, \
             self.denoisers[0].method
+        for denoiser in self.denoisers:  # the ranks an adaptive method reduces over (core/distributed.py)
+            sharding = distributed.resolve(denoiser.model, group)
+            if denoiser.method.adaptive:
+                sharding.check_adaptive(type(config).__name__)
+            denoiser.method.sharding = sharding
+        # enable_parallelism after apply would wrap the model around stepcache's wrapper: refused at the next run
+        self._parallel_configs = [distributed.parallel_config(d.model) for d in self.denoisers]
         self._pipe, self._scheduler = pipe, scheduler
         self._install()
         self._removed = False
@@ -241,6 +257,11 @@ class CacheHandle:
             if (offload := _accelerate_offload(denoiser.model)) is not None:
                 raise RuntimeError(f"{type(denoiser.model).__name__} got {offload} after stepcache was applied: "
                                    f"{_OFFLOAD_REASON}; call pipe.remove_all_hooks() or handle.remove()")
+        for denoiser, seen in zip(self.denoisers, self._parallel_configs):
+            if distributed.parallel_config(denoiser.model) is not seen:
+                raise RuntimeError(f"{type(denoiser.model).__name__} was sharded (enable_parallelism) after stepcache "
+                                   "was applied, so stepcache sees one rank's part of the tokens; call handle.remove(), "
+                                   "then stepcache.apply again: enable_parallelism first, then apply")
         self._peak_bytes = 0
         for denoiser in self.denoisers:
             denoiser.method.on_run_start(record)

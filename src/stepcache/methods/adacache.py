@@ -14,6 +14,11 @@ Running samples on different schedules would split every step's batch, losing th
 batching that makes a step fast, and a shorter reuse than a sample asked for only
 costs time, never fidelity. The rate is read back once per full step.
 
+Sequence parallelism: each rank holds a part of every sample's tokens. The per-sample
+L1 sums of every branch are kept until the decision, added over the ranks in one
+all-reduce (core/distributed.py) and divided only then, so every rank gets the
+single-process rate and schedule.
+
 ``convention="reference"`` does what the AdaCache repository (Open-Sora's STDiT3) does:
 the rate is the relative L1 change of the gated self-attention output of the blocks in
 ``signal_blocks`` (its ``cache_loc``; default the middle block), pooled over the whole
@@ -105,6 +110,8 @@ class AdaCacheConfig(ReuseConfig):
 
 
 class AdaCache(CacheMethod):
+    adaptive = True
+
     def __init__(self, config: AdaCacheConfig, adapter, clock) -> None:
         super().__init__(config, adapter, clock)
         blocks = adapter.blocks()
@@ -127,7 +134,9 @@ class AdaCache(CacheMethod):
         self._step = -1
         self._next_full = 0
         self._reuse_now = False
-        self._rate: torch.Tensor | None = None  # largest rate measured at the current full step
+        # per CFG branch of the current full step, [change, scale] L1 sums per sample (2 x batch); the rate is
+        # formed from them at the decision, after they are added over the ranks that hold parts of the image
+        self._sums: list[torch.Tensor] = []
         self.full_steps: list[int] = []
         # one per full step from the second on, but the last: a rate is read only when the next step needs it
         self.rates: list[float] = []
@@ -135,7 +144,7 @@ class AdaCache(CacheMethod):
 
     def clear(self) -> None:
         self.skip.clear()
-        self._rate = None
+        self._sums = []
         if self.signal is not None:
             self.signal.clear()
 
@@ -168,9 +177,7 @@ class AdaCache(CacheMethod):
         previous = self.skip.deltas.latest((0, ctx.branch))
         self.skip.keep(ctx)
         if self.signal is None and previous is not None:
-            gap = self.full_steps[-1] - self.full_steps[-2]
-            rate = _relative_l1_rate(self.skip.deltas.latest((0, ctx.branch))[0], previous[0], gap)
-            self._rate = rate if self._rate is None else torch.maximum(self._rate, rate)
+            self._sums.append(_l1_sums(self.skip.deltas.latest((0, ctx.branch))[0], previous[0]))
         return output
 
     def call_ended(self, ctx) -> None:
@@ -195,19 +202,27 @@ class AdaCache(CacheMethod):
     def _schedule_next_full(self) -> None:
         """After a full step: how long its residual serves, from the rate it measured."""
         codebook = self.config.codebook
+        # whether there is a rate depends on run state only (a previous full step), the same on every rank,
+        # so every rank reaches the reduction inside at the same decision
         if self.signal is not None:
             # divided by the reuse length in force, not by the steps since the last full step
-            self._rate = self.signal.rate(self.reuse_lengths[-1] if self.reuse_lengths else 1)
-            if self._rate is not None:
+            rate = self.signal.rate(self.reuse_lengths[-1] if self.reuse_lengths else 1,
+                                    lambda sums: self.sharding.sum(sums, self._step))
+            if rate is not None:
                 # compared as the reference compares a tensor with a Python number: in the tensor's dtype
-                codebook = tuple((torch.tensor(t, dtype=self._rate.dtype).item(), n) for t, n in codebook)
-        if self._rate is None:
+                codebook = tuple((torch.tensor(t, dtype=rate.dtype).item(), n) for t, n in codebook)
+        elif self._sums:
+            sums = self.sharding.sum(torch.cat(self._sums, dim=1), self._step)
+            rate = _rate_from_sums(sums, self.full_steps[-1] - self.full_steps[-2])
+        else:
+            rate = None
+        self._sums = []
+        if rate is None:
             length = 1  # the run's first full step has nothing to compare with
         else:
-            rate = float(self._rate)  # the one device sync per full step
+            rate = float(rate)  # the one device sync per full step
             self.rates.append(rate)
             length = adacache_reuse_length(rate, codebook, reference=self.config.reference)
-        self._rate = None
         self.reuse_lengths.append(length)
         self._next_full = self._step + length
 
@@ -287,13 +302,17 @@ class _AttentionSignal:
         self._branch = None
         self._call.clear()
 
-    def rate(self, reuse_length: int) -> torch.Tensor | None:
-        """The step's rate, as the reference's ``compute_next_step`` forms it; None before two full steps."""
+    def rate(self, reuse_length: int, reduce) -> torch.Tensor | None:
+        """The step's rate, as the reference's ``compute_next_step`` forms it; None before two full steps.
+
+        ``reduce`` adds the [slot, (change, scale)] norms over the ranks that hold parts of the image.
+        """
         if not self._norms:
             return None
+        slots = sorted(self._norms)
+        norms = reduce(torch.stack([torch.stack(self._norms[slot]) for slot in slots]))
         average, count = 0, 0
-        for slot in sorted(self._norms):
-            change, scale = self._norms[slot]
+        for change, scale in norms:
             rate = change / scale / reuse_length
             average, count = (rate + count * average) / (count + 1), count + 1
         self._norms.clear()
@@ -309,9 +328,14 @@ class _AttentionSignal:
         return list(self._previous.values())
 
 
-def _relative_l1_rate(current: torch.Tensor, previous: torch.Tensor, gap: int) -> torch.Tensor:
-    """Largest per-sample ‖current − previous‖₁ / ‖previous‖₁ / gap over the batch (a 0-d tensor)."""
+def _l1_sums(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Per sample, ‖current − previous‖₁ and ‖previous‖₁ (2 x batch, float32)."""
     # summed in float32: half-precision sums over a whole feature map overflow
     change = (current - previous).abs().flatten(1).sum(1, dtype=torch.float32)
-    scale = previous.abs().flatten(1).sum(1, dtype=torch.float32).clamp_min(torch.finfo(torch.float32).tiny)
-    return (change / scale).max() / gap
+    return torch.stack([change, previous.abs().flatten(1).sum(1, dtype=torch.float32)])
+
+
+def _rate_from_sums(sums: torch.Tensor, gap: int) -> torch.Tensor:
+    """Largest per-sample ‖current − previous‖₁ / ‖previous‖₁ / gap over the samples (a 0-d tensor)."""
+    change, scale = sums[0], sums[1]
+    return (change / scale.clamp_min(torch.finfo(torch.float32).tiny)).max() / gap

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Iterable
 import torch
 
 from ..adapters import CAPABILITIES, Adapter, UnsupportedModelError, missing_capabilities
+from ..core.distributed import NOT_SHARDED, Sharding
 from ..core.forecast import Forecast
 from ..core.hooks import HookSet
 from ..core.validate import check_choice, check_int
@@ -97,6 +98,11 @@ class CacheMethod:
     ``after_call`` to keep: dynamo then guards only on the mode, and a model compiles once
     per compute path (full step, cached step), never per step.
     """
+
+    # True for a method that decides from the activations: it reduces its statistic over ``sharding``, the
+    # ranks holding parts of one image (core/distributed.py), which the handle sets before the first run
+    adaptive: ClassVar[bool] = False
+    sharding: Sharding = NOT_SHARDED
 
     def __init__(self, config: CacheConfig, adapter: Adapter, clock: StepClock) -> None:
         missing = missing_capabilities(config.needs(), adapter.offers)

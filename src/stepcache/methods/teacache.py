@@ -12,6 +12,10 @@ are always full.
 CFG: the decision is made once per step, at the step's first denoiser call (branch 0),
 and holds for every branch of that step; each branch keeps its own residual. With
 batched CFG the signal is the whole [uncond, cond] batch, so x_i is a mean over it.
+
+Sequence parallelism: each rank holds a part of the tokens; x_i is formed from
+Σ|F_i − F_{i−1}| and Σ|F_{i−1}| added over those ranks, one all-reduce per step from
+the second on (core/distributed.py), so every rank takes the single-process decision.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from ..adapters import BLOCKS, MODULATED_INPUT
+from ..core.distributed import NOT_SHARDED, Sharding
 from ..core.memo import OutputMemo
 from ..core.residual import ResidualSkip
 from ..core.schedules import teacache_step
@@ -94,6 +99,8 @@ class TeaCacheConfig(ReuseConfig):
 
 class TeaCache(CacheMethod):
     """Hooks over every block: decide at block 0, then run them all or add the cached residual."""
+
+    adaptive = True
 
     def __init__(self, config: TeaCacheConfig, adapter, clock, polynomial: tuple[float, ...]) -> None:
         super().__init__(config, adapter, clock)
@@ -163,8 +170,9 @@ class TeaCache(CacheMethod):
         with self.signal_norm.recording():
             signal = self.adapter.modulated_input(self.first_block, args, kwargs)
         previous, self.previous_signal = self.previous_signal, signal
-        distance = 0.0 if previous is None else \
-            rescale(self.polynomial, relative_l1(signal, previous), clamp=not self.config.reference)
+        # previous is None at a run's first step on every rank: the reduction's gate is run state
+        distance = 0.0 if previous is None else rescale(
+            self.polynomial, relative_l1(signal, previous, self.sharding, ctx.step), clamp=not self.config.reference)
         skip, total = teacache_step(self.accumulated, distance, self.config.threshold, ctx.step, ctx.num_steps)
         skip = skip and not self.must_run_full(ctx.step, ctx.num_steps)
         self.accumulated = total if skip else 0.0
@@ -172,10 +180,19 @@ class TeaCache(CacheMethod):
         return skip
 
 
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean|current − previous| / mean|previous| over every element (the whole batch)."""
-    change = torch.mean((current - previous).abs(), dtype=torch.float32)
-    return float(change / torch.mean(previous.abs(), dtype=torch.float32))  # one device sync per step
+def relative_l1(current: torch.Tensor, previous: torch.Tensor, sharding: Sharding = NOT_SHARDED,
+                step: int = 0) -> float:
+    """mean|current − previous| / mean|previous| over every element (the whole batch) of every rank's part.
+
+    With a group, the two sums are added over its ranks (one all-reduce; ``step`` is the guard's).
+    """
+    if sharding.group is None:
+        change = torch.mean((current - previous).abs(), dtype=torch.float32)
+        return float(change / torch.mean(previous.abs(), dtype=torch.float32))  # one device sync per step
+    sums = torch.stack([torch.sum((current - previous).abs(), dtype=torch.float32),
+                        torch.sum(previous.abs(), dtype=torch.float32)])
+    change, scale = sharding.sum(sums.double(), step).tolist()
+    return change / scale
 
 
 def rescale(polynomial: Sequence[float], distance: float, clamp: bool = True) -> float:
