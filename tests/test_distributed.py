@@ -57,11 +57,14 @@ def _pipeline():
     return pipe
 
 
-def _generate(pipe, seed: int = 0, steps: int = STEPS) -> torch.Tensor:
+def _call_kwargs(seed: int = 0, steps: int = STEPS) -> dict:
     g = torch.Generator().manual_seed(seed + 7)
-    return pipe(prompt_embeds=tiny._text(1, seed, tokens=6), pooled_prompt_embeds=torch.randn(1, tiny.TEXT_DIM, generator=g),
-                height=16, width=16, num_inference_steps=steps, output_type="pt",
-                generator=torch.Generator().manual_seed(seed)).images
+    return dict(prompt_embeds=tiny._text(1, seed, tokens=6), pooled_prompt_embeds=torch.randn(1, tiny.TEXT_DIM, generator=g),
+                height=16, width=16, num_inference_steps=steps, output_type="pt")
+
+
+def _generate(pipe, seed: int = 0, steps: int = STEPS) -> torch.Tensor:
+    return pipe(**_call_kwargs(seed, steps), generator=torch.Generator().manual_seed(seed)).images
 
 
 def _cached_run(pipe, config, seed: int = 0, steps: int = STEPS) -> tuple[torch.Tensor, dict]:
@@ -129,6 +132,7 @@ def _rank_main(rank: int, init_method: str, out_dir: str) -> None:
     reference = {name: _cached_run(pipe, config) for name, config in {**adaptive, **static}.items()}
     own_seed, own_steps = 10 + rank, 6 + 2 * rank
     own = {name: _cached_run(pipe, config, own_seed, own_steps) for name, config in adaptive.items()}
+    calibration = stepcache.calibrate(pipe, **_call_kwargs(), seeds=(0,), degree=1)
 
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=GLOO_TIMEOUT_S))
@@ -181,6 +185,12 @@ def _rank_main(rank: int, init_method: str, out_dir: str) -> None:
                     assert len(groups) == STEPS - 1, (name, len(groups))
                 assert torch.equal(_generate(sharded), uncached), name  # remove() left CP, uncached
 
+        with _scenario(results, "cp-calibrate"):
+            fitted = stepcache.calibrate(sharded, **_call_kwargs(), seeds=(0,), degree=1)
+            torch.testing.assert_close(fitted.coefficients, calibration.coefficients, rtol=1e-5, atol=1e-6)
+            groups = all_reduces.take()
+            assert len(groups) == STEPS - 1 and all(group is cp_group for group in groups), len(groups)
+
         with _scenario(results, "cp-static"):
             for name, config in static.items():
                 images, stats = _cached_run(sharded, config)
@@ -210,7 +220,7 @@ def _rank_main(rank: int, init_method: str, out_dir: str) -> None:
             try:
                 sharding.sum(torch.ones(2, dtype=torch.float64), step=3 + rank)
                 raise AssertionError("ranks at different steps were not told")
-            except distributed.ShardMismatchError as error:
+            except stepcache.ShardMismatchError as error:
                 assert "different steps" in str(error)
     finally:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as file:
@@ -257,6 +267,10 @@ def test_adaptive_methods_take_the_single_process_decisions_on_every_cp_rank(ran
     _assert_ok(ranks, "cp-adaptive")
 
 
+def test_teacache_calibration_under_cp_fits_the_single_process_coefficients(ranks):
+    _assert_ok(ranks, "cp-calibrate")
+
+
 def test_static_methods_under_cp_issue_no_collectives(ranks):
     _assert_ok(ranks, "cp-static")
 
@@ -282,7 +296,7 @@ def test_sharding_stepcache_cannot_read_refuses_adaptive_methods_and_runs_static
     # what enable_parallelism records for tensor parallelism (which diffusers runs on GPUs only)
     pipe.transformer._parallel_config = ParallelConfig(tensor_parallel_config=TensorParallelConfig(tp_degree=2))
     for config in (stepcache.TeaCacheConfig(coefficients=LINEAR), stepcache.AdaCacheConfig()):
-        with pytest.raises(distributed.UnreadableShardingError, match="tensor parallelism.*group="):
+        with pytest.raises(stepcache.UnreadableShardingError, match="tensor parallelism.*group="):
             stepcache.apply(pipe, config)
     with stepcache.cached(pipe, stepcache.FORAConfig(interval=1)):
         assert torch.equal(_generate(pipe, steps=3), reference)

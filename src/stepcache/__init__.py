@@ -21,6 +21,7 @@ _EXPORTS = {
     "CacheHandle": ".api", "apply": ".api", "cached": ".api",
     "METHODS": ".methods", "CacheConfig": ".methods",
     "calibrate": ".calibration",
+    "ShardMismatchError": ".core.distributed", "UnreadableShardingError": ".core.distributed",
     "load_config": ".config_files", "save_config": ".config_files", "UsageError": ".errors",
     "tune": ".bench.tune",
 }

@@ -75,7 +75,14 @@ class DistanceRecording(CacheConfig):
 
 
 class DistanceRecorder(CacheMethod):
-    """Per CFG branch, compares each call's modulated input and output with the previous step's."""
+    """Per CFG branch, compares each call's modulated input and output with the previous step's.
+
+    Under sequence parallelism the input distance is reduced over the ranks holding parts of the image
+    (core/distributed.py), so every rank fits the single-process coefficients; the output is whole on
+    every rank (the model gathers it).
+    """
+
+    adaptive = True
 
     def __init__(self, config, adapter, clock) -> None:
         super().__init__(config, adapter, clock)
@@ -100,7 +107,7 @@ class DistanceRecorder(CacheMethod):
         sample = output[0]  # diffusers outputs and return_dict=False tuples both index this way
         if ctx.branch in self.previous:
             previous_signal, previous_sample = self.previous[ctx.branch]
-            self.input_distances.append(relative_l1(self.signal, previous_signal))
+            self.input_distances.append(relative_l1(self.signal, previous_signal, self.sharding, ctx.step))
             self.output_distances.append(relative_l1(sample, previous_sample))
         self.previous[ctx.branch] = (self.signal, sample)
         return output
