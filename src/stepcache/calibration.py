@@ -10,6 +10,7 @@ least squares (``numpy.polyfit``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -25,24 +26,36 @@ from .methods.teacache import Calibration, relative_l1
 MAX_DEGREE = 8  # beyond this polyfit is ill-conditioned on distances in [0, 1]
 
 
-def calibrate(pipe: Any, *call_args, seeds: Sequence[int] = (0, 1, 2), degree: int = 4, **call_kwargs) -> Calibration:
+def calibrate(pipe: Any, *call_args, seeds: Sequence[int] = (0, 1, 2), degree: int = 4, executor: Any = None,
+              **call_kwargs) -> Calibration:
     """Fit TeaCache coefficients for ``pipe``'s denoiser from uncached generations.
 
     Calls ``pipe(*call_args, generator=<seeded CPU generator>, **call_kwargs)`` once per
     seed (pass e.g. the inputs, ``num_inference_steps`` and ``output_type`` as for a normal
     call). Returns the fit; ``.save(path)`` writes the JSON ``TeaCacheConfig`` reads.
+    ``executor`` (``stepcache.bench.executor``, e.g. Ray) runs the seeds' generations as
+    independent cells; the fit is the serial one. Default: one after another, here.
     """
     check_int("calibrate", "degree", degree, 1, MAX_DEGREE)
     if len(seeds) == 0:
         raise ValueError("calibrate needs at least one seed")
-    with cached(pipe, DistanceRecording()) as handle:
-        for seed in seeds:
-            pipe(*call_args, generator=torch.Generator().manual_seed(seed), **call_kwargs)
-        # every denoiser's pairs (Wan 2.2: both experts, which TeaCache then serves with these coefficients)
-        inputs = [x for d in handle.denoisers for x in d.method.input_distances]
-        outputs = [y for d in handle.denoisers for y in d.method.output_distances]
+    cells = [functools.partial(_seed_distances, pipe, seed, call_args, call_kwargs) for seed in seeds]
+    runs = executor.map(cells) if executor is not None else [cell() for cell in cells]
+    model_class = runs[0][0]
+    # every denoiser's pairs (Wan 2.2: both experts, which TeaCache then serves with these coefficients),
+    # denoiser by denoiser, each in seed order
+    inputs = [x for d in range(len(runs[0][1])) for _, pairs in runs for x in pairs[d][0]]
+    outputs = [y for d in range(len(runs[0][1])) for _, pairs in runs for y in pairs[d][1]]
     coefficients, fit_error = fit_coefficients(inputs, outputs, degree)
-    return Calibration(type(handle.model).__name__, coefficients, fit_error, len(inputs))
+    return Calibration(model_class, coefficients, fit_error, len(inputs))
+
+
+def _seed_distances(pipe: Any, seed: int, call_args: tuple, call_kwargs: dict) -> tuple[str, list]:
+    """One seed's generation: (denoiser class, per denoiser its (input distances, output distances))."""
+    with cached(pipe, DistanceRecording()) as handle:
+        pipe(*call_args, generator=torch.Generator().manual_seed(seed), **call_kwargs)
+        return type(handle.model).__name__, [(d.method.input_distances, d.method.output_distances)
+                                             for d in handle.denoisers]
 
 
 def fit_coefficients(

@@ -94,6 +94,14 @@ def _machine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=count(1), default=None, help="torch CPU threads (default: torch's choice)")
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", default="serial", metavar="serial|ray",
+                        help="where the independent cells run: here, one after another (default), or as Ray tasks "
+                             "(extra 'ray'; their wall times are marked not comparable)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="with --executor ray: a running cluster (default: ray.init() starts a local one)")
+
+
 def _config_options(parser: argparse.ArgumentParser, method_help: str) -> None:
     parser.add_argument("--method", default=None, help=method_help)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="settings",
@@ -222,12 +230,13 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", action="store_true",
                         help="run the whole suite and write BENCHMARKS.md (same as python -m stepcache.bench.suite)")
     parser.add_argument("--quick", action="store_true", help="with --suite: smoke-test settings")
+    _executor_options(parser)
 
 
 @command("bench", "measure speed (wall time, MACs) and quality of caching configs against no cache",
          _configure_bench, outputs=("out", "plot"))
 def _bench(args) -> int:
-    from .bench import configs
+    from .bench import configs, executor
     from .bench.report import terminal_table
     from .bench.runner import cannot_run, run
     from .config_files import read_config_record
@@ -235,10 +244,13 @@ def _bench(args) -> int:
     if args.suite:
         from .bench import suite
 
+        if args.executor != "serial":
+            raise UsageError("--executor is for one model's sweep, not --suite")
         return suite.main(["--quick"] * args.quick + (["--threads", str(args.threads)] if args.threads else [])
                           + (["--peers"] if args.peers else []))
     if args.model is None:
         raise UsageError("--model is required (zoo:NAME, arch:NAME or a local pipeline folder), or give --suite")
+    executor.check(args.executor, args.ray_address)
     if args.no_plot:
         args.plot = None
     elif args.plot:
@@ -274,8 +286,12 @@ def _bench(args) -> int:
         reason = cannot_run(sampler, explicit[0], sampler.num_steps)
         raise UsageError(f"no config can run on {sampler.name} with {sampler.num_steps} steps; "
                          f"{configs.describe(explicit[0])}: {reason}")
-    records = run(sampler, explicit, out=args.out, plot=args.plot, repeats=args.repeats, seed=args.seed,
-                  fewer_steps_baseline=not args.no_baseline, peers=peer_configs)
+    run_on = executor.make(args.executor, args.ray_address)
+    try:
+        records = run(sampler, explicit, out=args.out, plot=args.plot, repeats=args.repeats, seed=args.seed,
+                      fewer_steps_baseline=not args.no_baseline, peers=peer_configs, executor=run_on)
+    finally:
+        run_on.close()
     print(terminal_table(records))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
@@ -394,17 +410,20 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--degree", type=count(1), default=4, help="degree of the fitted polynomial (default 4)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the generations (default 3)")
     _machine_options(parser)
+    _executor_options(parser)
 
 
 @command("calibrate", "fit TeaCache's rescaling coefficients for a model and save them as JSON", _calibrate_arguments,
          outputs=("out",))
 def _calibrate(args) -> int:
+    from .bench import executor
     from .bench.runner import does_not_apply
     from .bench.targets import ZOO_PREFIX, load_pipeline
     from .calibration import calibrate
     from .zoo.teacache import calibration_inputs
 
     _require(args, "model", "out")
+    executor.check(args.executor, args.ray_address)
     if not args.model.startswith(ZOO_PREFIX):
         raise UsageError(
             "the calibrate command takes zoo:NAME models (their inputs are known); "
@@ -416,10 +435,15 @@ def _calibrate(args) -> int:
     reason = does_not_apply(pipe, "teacache")
     if reason:
         raise UsageError(f"calibrate fits TeaCache's coefficients, and TeaCache does not run on {args.model}: {reason}")
-    result = calibrate(
-        pipe, calibration_inputs(args.model[len(ZOO_PREFIX):]), num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, output_type="pt", seeds=range(args.seeds), degree=args.degree,
-    )
+    run_on = executor.make(args.executor, args.ray_address)
+    try:
+        result = calibrate(
+            pipe, calibration_inputs(args.model[len(ZOO_PREFIX):]), num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale, output_type="pt", seeds=range(args.seeds), degree=args.degree,
+            executor=run_on,
+        )
+    finally:
+        run_on.close()
     result.save(args.out)
     print(
         f"{result.model_class}: degree {result.degree} fit on {result.num_samples} steps, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import statistics
 import sys
 import warnings
@@ -30,6 +31,7 @@ from ..methods.base import CacheConfig
 from . import fidelity
 from .baseline import baseline_steps, matching_steps
 from .configs import as_record, describe
+from .executor import SerialExecutor
 from .macs import macs_per_step
 from .measure import peak_cache_bytes, peak_memory, summarize, time_runs
 from .quality import SEED_SETS
@@ -50,6 +52,7 @@ def run(
     fewer_steps_baseline: bool = True,
     progress: bool = True,
     peers: Iterable[Any] = (),
+    executor: Any = None,
 ) -> list[dict]:
     """Benchmark ``configs`` on ``target`` (a Sampler, or a diffusers pipeline called with ``call_kwargs``).
 
@@ -60,7 +63,11 @@ def run(
     run length (an interval longer than the run, a method for another model family) gets a
     ``not_run`` record with the reason, said on stderr before anything runs, and the rest go on.
     ``repeats=0`` measures MACs and quality only (no timed runs: wall speedups are None).
+    ``executor`` (``bench.executor``; default serial) runs the configs' cells, then the fewer-steps
+    ones; a parallel one gives every other field as the serial run does and marks each record
+    ``wall_comparable: False``: cells that ran side by side shared the machine.
     """
+    executor = executor or SerialExecutor()
     sampler = target if isinstance(target, Sampler) else pipeline_sampler(target, call_kwargs, num_steps or 25)
     if num_steps is not None:
         sampler.num_steps = num_steps
@@ -83,6 +90,11 @@ def run(
 
     def cells(todo: list[tuple[str, Callable[[Callable[[str], None]], dict]]]) -> None:
         # The one loop over measurements: each cell is (label, measure(status) -> record).
+        if executor.parallel:
+            bar.set_postfix_str(f"{len(todo)} cell(s) on {executor.name}")
+            for record in executor.map([functools.partial(cell, _no_status) for _, cell in todo]):
+                finish({**record, "wall_comparable": False})
+            return
         for label, cell in todo:
             bar.set_postfix_str(label)
             finish(cell(lambda text, label=label: bar.set_postfix_str(f"{label}: {text}")))
@@ -120,6 +132,10 @@ def run(
 
             pareto_plot(records, plot, title=sampler.name)
     return records
+
+
+def _no_status(text: str) -> None:
+    """A remote cell's progress goes nowhere: the driver's bar counts finished cells."""
 
 
 # the guidance roles a pipeline call stacks (core/pipeline.py), by the sampler's CFG mode
