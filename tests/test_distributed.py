@@ -122,7 +122,9 @@ def _scenario(results: dict, name: str):
 
 
 def _rank_main(rank: int, init_method: str, out_dir: str) -> None:
-    torch.set_num_threads(int(os.environ.get("STEPCACHE_TEST_THREADS", "1")))
+    # one thread per rank whatever STEPCACHE_TEST_THREADS says: two ranks of two threads on a 2-core machine
+    # spend minutes in gloo's waits; each rank's single-process reference runs with the same one thread
+    torch.set_num_threads(1)
     torch.accelerator.device_count = lambda: WORLD  # diffusers' CP mesh: one CPU "device" per rank
     results: dict[str, str] = {}
     adaptive, static = _adaptive_configs(), _static_configs()
