@@ -47,3 +47,25 @@ def test_shapes_are_deterministic_and_captioned():
     assert sorted(labels.tolist()) == sorted(list(range(12)) * 2)
     assert data.caption(0) == "a red circle"
     assert all(data.caption_to_label(data.caption(i)) == i for i in range(12))
+
+
+def test_moving_shapes_move_as_captioned_and_stay_in_frame():
+    videos, labels = data.render_moving_shapes(96, seed=5)
+    again, _ = data.render_moving_shapes(96, seed=5)
+    assert torch.equal(videos, again) and videos.shape == (96, data.VIDEO_FRAMES, 3, 16, 16)
+    assert sorted(labels.tolist()) == sorted(list(range(48)) * 2)
+    assert data.caption(6, "moving-shapes") == "a red square moving up"
+    assert all(data.caption_to_label(data.caption(i, "moving-shapes"), "moving-shapes") == i for i in range(48))
+    # the shape's centre of mass moves one way at a steady 1-1.75 px per frame, and no frame cuts it off
+    weight = videos.mean(2) - 0.08
+    coords = torch.arange(16.0)
+    x = (weight * coords).sum((2, 3)) / weight.sum((2, 3))
+    y = (weight * coords[:, None]).sum((2, 3)) / weight.sum((2, 3))
+    steps = torch.stack([x.diff(dim=1), y.diff(dim=1)], dim=-1)  # (videos, frames - 1, 2)
+    expected = torch.tensor(list(data.DIRECTIONS.values()), dtype=torch.float32)[labels % 4]
+    along = (steps * expected[:, None]).sum(-1)
+    across = (steps * expected.flip(-1)[:, None]).sum(-1)
+    assert along.min() > 0.9 and along.max() < 1.85 and across.abs().max() < 0.1
+    assert (along.max(1).values - along.min(1).values).max() < 0.3  # rasterised at 4x: centroids jitter
+    mass = weight.sum((2, 3))  # a shape cut off by the frame's edge would lose some
+    assert ((mass.max(1).values - mass.min(1).values) / mass.mean(1)).max() < 0.1  # rasterising: up to 7%

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stepcache.zoo import nets
-from stepcache.zoo.train import noise_loss
+from stepcache.zoo.train import noise_loss, velocity_loss
 
 SCHEDULER = nets.training_scheduler()
 
@@ -35,3 +35,16 @@ def test_min_snr_caps_the_weight_of_nearly_clean_timesteps():
     assert noise_loss(prediction, noise, SCHEDULER, t, 5.0).item() == pytest.approx(expected.item(), rel=1e-5)
     # A larger gamma gives clean samples more weight, up to the plain MSE.
     assert noise_loss(prediction, noise, SCHEDULER, t, 50.0) > noise_loss(prediction, noise, SCHEDULER, t, 5.0)
+
+
+def test_velocity_loss_is_plain_mse_or_min_snr_on_the_noise():
+    x0 = torch.randn(3, 3, 2, 4, 4, generator=torch.Generator().manual_seed(1))  # a video batch
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0, 100, 999])
+    velocity = SCHEDULER.get_velocity(x0, noise, t)
+    prediction = velocity + 0.5
+    assert velocity_loss(prediction, velocity, SCHEDULER, t, None).item() == pytest.approx(0.25)
+    # with Min-SNR's weights for v, min(SNR, gamma) / (SNR + 1), per sample
+    weights = _snr(t).clamp(max=5.0) / (_snr(t) + 1)
+    assert velocity_loss(prediction, velocity, SCHEDULER, t, 5.0).item() == pytest.approx(
+        (0.25 * weights).mean().item(), rel=1e-5)

@@ -78,7 +78,7 @@ def zoo_sampler(
     def inputs(count: int) -> list:
         classes = zoo.data.num_classes(spec.dataset)
         labels = [i % classes for i in range(count)]
-        return [zoo.data.caption(i) for i in labels] if spec.captioned else labels
+        return [zoo.data.caption(i, spec.dataset) for i in labels] if spec.captioned else labels
 
     def call(inputs_, steps: int, seed: int) -> torch.Tensor:
         generator = torch.Generator(device).manual_seed(seed)
@@ -86,6 +86,8 @@ def zoo_sampler(
         guidance = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
         out = pipe(inputs_, num_inference_steps=steps, generator=generator, cfg_mode=cfg_mode, output_type="pt",
                    **guidance)
+        if hasattr(out, "frames"):  # videos (B, F, C, H, W): frames stacked as channels, as the clip classifier reads
+            return out.frames.flatten(1, 2).cpu()
         return out.images.cpu()
 
     fidelity_inputs = inputs(batch)
@@ -101,7 +103,7 @@ def zoo_sampler(
         distribution=distribution,
         config_defaults=zoo_config_defaults(name),
         cfg="none" if guidance_scale == 1 else cfg_mode,
-        setup=f"{batch} images of {spec.dataset}, guidance "
+        setup=f"{batch} {'videos' if spec.dataset == 'moving-shapes' else 'images'} of {spec.dataset}, guidance "
               f"{DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale} with {cfg_mode} CFG",
     )
 

@@ -9,6 +9,10 @@ Every dataset is returned as ``(images, labels)`` with images a float tensor in
 * shapes: 16x16 RGB images of a coloured shape on a dark background, drawn
   deterministically from a seed; class = colour * 3 + shape, caption
   "a <colour> <shape>".
+* moving-shapes: 4-frame 16x16 RGB videos of one such shape moving in a straight
+  line at a constant speed, returned as (N, F, C, H, W) (diffusers' layout of video
+  frames); class = 4 * shapes class + direction, caption "a <colour> <shape> moving
+  <direction>".
 """
 
 from pathlib import Path
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 
 DATA_DIR = Path(__file__).parent / "data"
 DIGITS_FILE = DATA_DIR / "digits.npz"
-DATASETS = ("digits", "shapes")
+DATASETS = ("digits", "shapes", "moving-shapes")
 
 COLOURS = {
     "red": (0.9, 0.15, 0.15),
@@ -33,6 +37,14 @@ SHAPES_TRAIN_SIZE = 24000
 SHAPES_TEST_SIZE = 600
 _SUPERSAMPLE = 4  # shapes are drawn 4x larger then box-filtered, for anti-aliasing
 _BACKGROUND = 0.08
+# moving-shapes: (dx, dy) per direction in image coordinates (y grows downwards)
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+VIDEO_FRAMES = 4
+VIDEO_TRAIN_SIZE = 12000
+VIDEO_TEST_SIZE = 480
+# smaller shapes and a bounded speed than the still images: 2 * 4.75 + 1 + 3 * 1.75 < 16 px, so every path fits
+_VIDEO_HALF = (3.5, 4.75)
+_VIDEO_SPEED = (1.0, 1.75)  # px per frame
 
 
 def load_dataset(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,12 +55,16 @@ def load_dataset(name: str, split: str = "train") -> tuple[torch.Tensor, torch.T
         return _digits(split)
     if name == "shapes":
         return _shapes(split)
+    if name == "moving-shapes":
+        n, seed = (VIDEO_TRAIN_SIZE, 0) if split == "train" else (VIDEO_TEST_SIZE, 1)
+        return render_moving_shapes(n, seed)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 
 def num_classes(name: str) -> int:
     """Number of classes of dataset ``name``."""
-    return {"digits": 10, "shapes": len(COLOURS) * len(SHAPES)}[name]
+    return {"digits": 10, "shapes": len(COLOURS) * len(SHAPES),
+            "moving-shapes": len(COLOURS) * len(SHAPES) * len(DIRECTIONS)}[name]
 
 
 def export_digits() -> None:
@@ -71,17 +87,21 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images[idx], labels[idx]
 
 
-def caption(label: int) -> str:
-    """Caption of a shapes class, e.g. 0 -> "a red circle"."""
+def caption(label: int, dataset: str = "shapes") -> str:
+    """Caption of a shapes class, e.g. 0 -> "a red circle", or of a moving-shapes class ("a red circle moving left")."""
+    if dataset == "moving-shapes":
+        return f"{caption(label // len(DIRECTIONS))} moving {list(DIRECTIONS)[label % len(DIRECTIONS)]}"
+    if dataset != "shapes":
+        raise ValueError(f"{dataset!r} has no captions; captioned datasets: shapes, moving-shapes")
     colour = list(COLOURS)[label // len(SHAPES)]
     return f"a {colour} {SHAPES[label % len(SHAPES)]}"
 
 
-def caption_to_label(text: str) -> int:
+def caption_to_label(text: str, dataset: str = "shapes") -> int:
     """Inverse of :func:`caption`; raises ValueError for captions outside the dataset."""
-    captions = [caption(i) for i in range(num_classes("shapes"))]
+    captions = [caption(i, dataset) for i in range(num_classes(dataset))]
     if text not in captions:
-        raise ValueError(f"{text!r} is not a shapes caption; expected e.g. {captions[0]!r}")
+        raise ValueError(f"{text!r} is not a {dataset} caption; expected e.g. {captions[0]!r}")
     return captions.index(text)
 
 
@@ -104,6 +124,17 @@ def _render_chunk(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     half = rng.uniform(3.5, 6.0, size=(n, 1, 1))  # half-extent in output pixels
     cx = rng.uniform(half[:, 0, 0] + 0.5, size - half[:, 0, 0] - 0.5)[:, None, None]
     cy = rng.uniform(half[:, 0, 0] + 0.5, size - half[:, 0, 0] - 0.5)[:, None, None]
+    return _draw(labels, half, cx, cy, _jittered_colours(labels, rng))
+
+
+def _jittered_colours(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    colour = np.array(list(COLOURS.values()))[labels // len(SHAPES)]
+    return np.clip(colour + rng.uniform(-0.05, 0.05, size=colour.shape), 0, 1)
+
+
+def _draw(labels: np.ndarray, half: np.ndarray, cx: np.ndarray, cy: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Shapes classes ``labels`` of half-extent ``half`` centred at (cx, cy), each (n, 1, 1), in ``colour`` (n, 3)."""
+    n, size = len(labels), SHAPES_SIZE
     coords = (np.arange(size * _SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
     x, y = coords[None, None, :], coords[None, :, None]
     masks = {
@@ -114,10 +145,29 @@ def _render_chunk(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shape_idx = labels % len(SHAPES)
     mask = np.stack([masks[s] for s in SHAPES])[shape_idx, np.arange(n)].astype(np.float32)
     mask = mask.reshape(n, size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(2, 4))
-    colour = np.array(list(COLOURS.values()))[labels // len(SHAPES)]
-    colour = np.clip(colour + rng.uniform(-0.05, 0.05, size=colour.shape), 0, 1)
     images = _BACKGROUND + mask[:, None] * (colour[:, :, None, None] - _BACKGROUND)
     return images.astype(np.float32)
+
+
+def render_moving_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` class-balanced moving-shapes videos (n, VIDEO_FRAMES, 3, 16, 16) deterministically from ``seed``.
+
+    Each video is one shape (random size, colour jitter, start and speed) moving in a
+    straight line at a constant speed; the whole path stays inside the frame.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % num_classes("moving-shapes"))
+    shape_labels, directions = labels // len(DIRECTIONS), labels % len(DIRECTIONS)
+    half = rng.uniform(*_VIDEO_HALF, size=(n, 1, 1))
+    speed = rng.uniform(*_VIDEO_SPEED, size=(n, 1, 1))
+    step = np.array(list(DIRECTIONS.values()), dtype=np.float64)[directions][:, :, None, None] * speed[:, None]
+    travel = np.abs(step) * (VIDEO_FRAMES - 1)  # (n, 2, 1, 1): x and y extent of the path
+    low = half[:, None] + 0.5 + np.where(step < 0, travel, 0)
+    high = SHAPES_SIZE - half[:, None] - 0.5 - np.where(step > 0, travel, 0)
+    start = rng.uniform(low, high)  # (n, 2, 1, 1) centre in the first frame
+    colour = _jittered_colours(shape_labels, rng)
+    frames = [_draw(shape_labels, half, *(start + f * step).transpose(1, 0, 2, 3), colour) for f in range(VIDEO_FRAMES)]
+    return torch.from_numpy(np.stack(frames, axis=1)), torch.from_numpy(labels.astype(np.int64))
 
 
 def _triangle(dx: np.ndarray, dy: np.ndarray, half: np.ndarray) -> np.ndarray:

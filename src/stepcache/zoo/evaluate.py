@@ -25,25 +25,31 @@ GRID_SCALE = 4
 def sample(pipe, spec: registry.ZooModel, labels: torch.Tensor, seed: int = 0, chunk: int = 256) -> torch.Tensor:
     """Images (N, C, H, W) in [0, 1] for class ``labels`` with the pipeline's default settings."""
     gen = torch.Generator().manual_seed(seed)
-    inputs = labels.tolist() if not spec.captioned else [data.caption(int(i)) for i in labels]
-    parts = [pipe(inputs[i : i + chunk], generator=gen, output_type="pt").images for i in range(0, len(inputs), chunk)]
-    return torch.cat(parts).cpu()
+    inputs = labels.tolist() if not spec.captioned else [data.caption(int(i), spec.dataset) for i in labels]
+    parts = [pipe(inputs[i : i + chunk], generator=gen, output_type="pt") for i in range(0, len(inputs), chunk)]
+    return torch.cat([p.frames if hasattr(p, "frames") else p.images for p in parts]).cpu()
 
 
 def untrained_pipeline(spec: registry.ZooModel):
     """A random-init pipeline of the same config, the "no training" baseline."""
     torch.manual_seed(0)
-    modules = {spec.denoiser_attr: spec.build(), "scheduler": nets.sampling_scheduler()}
+    modules = {spec.denoiser_attr: spec.build(), "scheduler": nets.sampling_scheduler(spec.prediction_type)}
     if spec.captioned:
-        modules["text_encoder"] = nets.TinyTextEncoder()
+        modules["text_encoder"] = spec.build_text_encoder()
     return spec.pipeline_cls(**modules)
 
 
 def score(classifier, images: torch.Tensor, labels: torch.Tensor, real_feats: torch.Tensor) -> dict:
-    return {
+    scores = {
         "accuracy": round(metrics.class_accuracy(classifier, images, labels), 4),
         "frechet": round(metrics.frechet_distance(metrics.features(classifier, images), real_feats), 3),
     }
+    if images.ndim == 5:  # videos: also every frame on its own, by the still-image shapes classifier
+        frames = images.shape[1]
+        shape_labels = torch.as_tensor(labels) // len(data.DIRECTIONS)
+        scores["frame_accuracy"] = round(metrics.class_accuracy(
+            load_classifier("shapes"), images.flatten(0, 1), shape_labels.repeat_interleave(frames)), 4)
+    return scores
 
 
 def evaluate(spec: registry.ZooModel, per_class: int, out_dir: Path) -> dict:
@@ -66,8 +72,11 @@ def evaluate(spec: registry.ZooModel, per_class: int, out_dir: Path) -> dict:
 
 
 def save_grid(images: torch.Tensor, per_class: int, path: Path) -> None:
-    """One row per class, the first GRID_COLUMNS samples of each, upscaled for viewing."""
-    rows = images.reshape(-1, per_class, *images.shape[1:])[:, :GRID_COLUMNS]
+    """One row per class, the first GRID_COLUMNS samples of each (videos: their frames side by side), upscaled."""
+    rows = images.reshape(-1, per_class, *images.shape[1:])
+    if rows.ndim == 6:  # videos (classes, per_class, F, C, H, W): as many whole videos as fit in GRID_COLUMNS
+        rows = rows[:, : max(1, GRID_COLUMNS // rows.shape[2])].flatten(1, 2)
+    rows = rows[:, :GRID_COLUMNS]
     n_rows, n_cols, c, h, w = rows.shape
     grid = rows.permute(0, 3, 1, 4, 2).reshape(n_rows * h, n_cols * w, c)
     array = (grid.squeeze(-1).numpy() * 255).round().astype(np.uint8)

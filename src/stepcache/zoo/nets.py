@@ -13,16 +13,19 @@ from diffusers import (
     DiTTransformer2DModel,
     PixArtTransformer2DModel,
     UNet2DConditionModel,
+    WanTransformer3DModel,
 )
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .data import COLOURS, SHAPES
+from .data import COLOURS, DIRECTIONS, SHAPES
 
 PAD = "<pad>"
 CAPTION_VOCAB = [PAD, "a", *COLOURS, *SHAPES]
 CAPTION_LENGTH = 4
+VIDEO_CAPTION_VOCAB = [*CAPTION_VOCAB, "moving", *DIRECTIONS]
+VIDEO_CAPTION_LENGTH = 5
 TEXT_DIM = 64
 
 
@@ -81,11 +84,13 @@ class SmallClassifier(ModelMixin, ConfigMixin):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, feature_dim) of images in [0, 1]."""
+        """Penultimate features (B, feature_dim) of images in [0, 1]; videos (B, F, C, H, W) as (B, F*C, H, W)."""
+        if x.ndim == 5:
+            x = x.flatten(1, 2)  # a clip classifier sees the frames stacked as channels, in order
         return self.body(x * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, num_classes) of images in [0, 1]."""
+        """Class logits (B, num_classes) of images (or videos) in [0, 1]."""
         return self.head(self.features(x))
 
 
@@ -129,11 +134,37 @@ def build_unet() -> UNet2DConditionModel:
     )
 
 
-def training_scheduler() -> DDPMScheduler:
-    """The noise schedule every zoo model is trained with (1000 steps, linear betas, epsilon)."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+def build_wan() -> WanTransformer3DModel:
+    """Caption-conditioned pixel-space Wan (4 blocks, hidden 64 = 2 heads x 32, patch (1, 2, 2)) for moving shapes.
+
+    4 frames x 8 x 8 = 256 tokens per video; head dim 32 gives Wan's 3-D RoPE 12 time and
+    10 + 10 height/width channels. Small enough to train on one CPU thread in ~20 minutes.
+    """
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=32,
+        in_channels=3,
+        out_channels=3,
+        text_dim=TEXT_DIM,
+        freq_dim=64,
+        ffn_dim=256,
+        num_layers=4,
+        cross_attn_norm=True,
+        rope_max_seq_len=32,  # positions per axis: frames (4) and patches (8) per side
+    )
 
 
-def sampling_scheduler() -> DDIMScheduler:
+def build_video_text_encoder() -> TinyTextEncoder:
+    """The caption encoder of the moving-shapes model ("a red circle moving left")."""
+    return TinyTextEncoder(vocab=VIDEO_CAPTION_VOCAB, max_length=VIDEO_CAPTION_LENGTH)
+
+
+def training_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The noise schedule every zoo model is trained with (1000 steps, linear betas; epsilon unless it says)."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type=prediction_type)
+
+
+def sampling_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
     """The DDIM sampler shipped with every zoo model, sharing the training noise schedule."""
-    return DDIMScheduler.from_config(training_scheduler().config)
+    return DDIMScheduler.from_config(training_scheduler(prediction_type).config)

@@ -9,8 +9,11 @@ runs by hooking exactly those calls.
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
+
+from .data import SHAPES_SIZE, VIDEO_FRAMES
 
 CFG_MODES = ("batched", "split")
 OUTPUT_TYPES = ("pil", "pt")
@@ -57,14 +60,21 @@ class ZooPipeline(DiffusionPipeline):
             raise ValueError(f"cfg_mode must be one of {CFG_MODES}, output_type one of {OUTPUT_TYPES}")
         self._guidance_scale = guidance_scale
         cond, uncond = self.conditions(inputs)
-        config = self.denoiser.config
-        shape = (len(cond), config.in_channels, config.sample_size, config.sample_size)
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        latents = randn_tensor(self.latent_shape(len(cond)), generator=generator, device=self.device, dtype=self.dtype)
         latents = latents * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for t in self.scheduler.timesteps:
             noise_pred = self.guided_noise(latents, t, cond, uncond, guidance_scale, cfg_mode)
             latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+        return self.output(latents, output_type)
+
+    def latent_shape(self, batch_size: int) -> tuple[int, ...]:
+        """Shape of the initial noise (the denoiser's input) for ``batch_size`` samples."""
+        config = self.denoiser.config
+        return (batch_size, config.in_channels, config.sample_size, config.sample_size)
+
+    def output(self, latents: torch.Tensor, output_type: str):
+        """The pipeline's return value for the final ``latents``."""
         return ImagePipelineOutput(images=to_output(latents, output_type))
 
     def guided_noise(self, latents, t, cond, uncond, guidance_scale: float, cfg_mode: str) -> torch.Tensor:
@@ -132,6 +142,33 @@ class UNetCaptionPipeline(CaptionPipeline):
 
     def denoise(self, latents, t, cond):
         return self.unet(latents, t.expand(len(latents)), encoder_hidden_states=cond).sample
+
+
+class WanCaptionPipeline(CaptionPipeline):
+    """Video pipeline for a ``WanTransformer3DModel``: captions through its cross-attention, pixel-space frames.
+
+    The transformer is called as diffusers' ``WanPipeline`` calls it (``hidden_states``
+    (B, C, F, H, W), ``timestep``, ``encoder_hidden_states`` by keyword). Returns
+    ``WanPipelineOutput(frames=...)``: "pt" a (B, F, C, H, W) tensor in [0, 1] (diffusers'
+    layout of video frames), "pil" one list of PIL frames per video.
+    """
+
+    def __init__(self, transformer, text_encoder, scheduler):
+        super().__init__()
+        self.register_modules(transformer=transformer, text_encoder=text_encoder, scheduler=scheduler)
+
+    def latent_shape(self, batch_size):
+        return (batch_size, self.transformer.config.in_channels, VIDEO_FRAMES, SHAPES_SIZE, SHAPES_SIZE)
+
+    def denoise(self, latents, t, cond):
+        return self.transformer(hidden_states=latents, timestep=t.expand(len(latents)),
+                                encoder_hidden_states=cond, return_dict=False)[0]
+
+    def output(self, latents, output_type):
+        frames = latents.transpose(1, 2)  # (B, C, F, H, W) -> (B, F, C, H, W)
+        if output_type == "pt":
+            return WanPipelineOutput(frames=to_output(frames.flatten(0, 1), "pt").unflatten(0, frames.shape[:2]))
+        return WanPipelineOutput(frames=[to_output(video, "pil") for video in frames])
 
 
 def to_output(latents: torch.Tensor, output_type: str):

@@ -4,10 +4,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel, WanTransformer3DModel
 
 from . import nets
-from .pipelines import ClassConditionalPipeline, PixArtCaptionPipeline, UNetCaptionPipeline, ZooPipeline
+from .pipelines import (ClassConditionalPipeline, PixArtCaptionPipeline, UNetCaptionPipeline, WanCaptionPipeline,
+                        ZooPipeline)
 
 MODELS_DIR = Path(__file__).parent / "models"
 
@@ -28,6 +29,9 @@ class ZooModel:
     batch_size: int = 32
     train_threads: int = 1  # CPU threads while training; results are reproducible for a fixed count
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (train.py); None trains on the plain noise MSE
+    build_text_encoder: Callable = nets.TinyTextEncoder  # captioned models: their caption encoder, untrained
+    # what the denoiser predicts: "epsilon" (the noise) or "v_prediction" (velocity, Salimans & Ho 2022)
+    prediction_type: str = "epsilon"
 
     @property
     def captioned(self) -> bool:
@@ -75,6 +79,22 @@ MODELS = {
             UNetCaptionPipeline,
             train_steps=2000,
             lr=5e-4,
+        ),
+        ZooModel(
+            "wan-moving-shapes",
+            "caption-conditioned Wan video transformer (4 blocks, hidden 64, patch (1, 2, 2)) on 4-frame 16x16 "
+            "RGB moving shapes",
+            "moving-shapes",
+            "transformer",
+            WanTransformer3DModel,
+            nets.build_wan,
+            WanCaptionPipeline,
+            train_steps=3000,
+            lr=8e-3,  # short runs learn far faster at a high rate (pixart-shapes, docs/zoo.md)
+            build_text_encoder=nets.build_video_text_encoder,
+            # trained on the noise, it learnt each frame but not their order (docs/zoo.md): the velocity's
+            # plain MSE weighs the noisiest steps, where a video's motion is decided, far more
+            prediction_type="v_prediction",
         ),
     )
 }

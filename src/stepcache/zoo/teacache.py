@@ -29,4 +29,4 @@ def calibration_inputs(name: str) -> list:
     """One pipeline input per class of the model's dataset: class labels, or their captions."""
     spec = registry.get(name)
     labels = range(data.num_classes(spec.dataset))
-    return [data.caption(label) for label in labels] if spec.captioned else list(labels)
+    return [data.caption(label, spec.dataset) for label in labels] if spec.captioned else list(labels)

@@ -23,7 +23,7 @@ from . import data, nets, registry
 LABEL_DROPOUT = 0.1  # fraction of samples trained unconditionally, for classifier-free guidance
 EMA_DECAY = 0.995  # ~200-step horizon: longer averages drag in early weights of these short runs
 WARMUP_STEPS = 100
-CLASSIFIER_STEPS = {"digits": 1500, "shapes": 500}  # shapes is easier and 16x larger
+CLASSIFIER_STEPS = {"digits": 1500, "shapes": 500, "moving-shapes": 3000}  # shapes is easier and 16x larger
 CLASSIFIERS = tuple(f"classifier-{d}" for d in data.DATASETS)
 
 
@@ -33,10 +33,12 @@ def train_diffusion(spec: registry.ZooModel) -> dict:
     gen = torch.Generator().manual_seed(0)
     images, labels = data.load_dataset(spec.dataset, "train")
     images = images * 2 - 1  # models work in [-1, 1]
+    if images.ndim == 5:
+        images = images.transpose(1, 2)  # videos (N, F, C, H, W) -> the video transformer's (N, C, F, H, W)
     denoiser = spec.build()
-    modules = {spec.denoiser_attr: denoiser, "scheduler": nets.training_scheduler()}
+    modules = {spec.denoiser_attr: denoiser, "scheduler": nets.training_scheduler(spec.prediction_type)}
     if spec.captioned:
-        modules["text_encoder"] = nets.TinyTextEncoder()
+        modules["text_encoder"] = spec.build_text_encoder()
     pipe = spec.pipeline_cls(**modules)
     ema = copy.deepcopy(pipe)
     _disable_builtin_label_dropout(denoiser)
@@ -52,7 +54,11 @@ def train_diffusion(spec: registry.ZooModel) -> dict:
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (spec.batch_size,), generator=gen)
         noisy = pipe.scheduler.add_noise(x0, noise, t)
         prediction = pipe.denoise(noisy, t, condition(labels[idx], drop))
-        loss = noise_loss(prediction, noise, pipe.scheduler, t, spec.min_snr_gamma)
+        if spec.prediction_type == "v_prediction":
+            loss = velocity_loss(prediction, pipe.scheduler.get_velocity(x0, noise, t), pipe.scheduler, t,
+                                 spec.min_snr_gamma)
+        else:
+            loss = noise_loss(prediction, noise, pipe.scheduler, t, spec.min_snr_gamma)
         _set_lr(opt, spec.lr * _lr_factor(step, spec.train_steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -70,6 +76,7 @@ def train_diffusion(spec: registry.ZooModel) -> dict:
         "ema_decay": EMA_DECAY,
         "label_dropout": LABEL_DROPOUT,
         "min_snr_gamma": spec.min_snr_gamma,
+        "prediction_type": spec.prediction_type,
         "final_loss": sum(losses[-100:]) / len(losses[-100:]),
         "parameters": sum(p.numel() for p in denoiser.parameters()),
         "train_seconds": round(seconds, 1),
@@ -81,7 +88,7 @@ def _condition_fn(pipe, spec: registry.ZooModel):
     if not spec.captioned:
         null = pipe.transformer.config.num_embeds_ada_norm  # diffusers' DiT null-class index
         return lambda labels, drop: torch.where(drop, null, labels)
-    captions = [data.caption(i) for i in range(data.num_classes(spec.dataset))]
+    captions = [data.caption(i, spec.dataset) for i in range(data.num_classes(spec.dataset))]
     token_ids = pipe.text_encoder.tokenize(captions)
     # Token id 0 is padding, so an all-zero row is exactly the empty caption "".
     return lambda labels, drop: pipe.text_encoder(token_ids[labels] * (~drop)[:, None])
@@ -98,7 +105,24 @@ def noise_loss(prediction, noise, scheduler, t: torch.Tensor, min_snr_gamma: flo
     alphas_cumprod = scheduler.alphas_cumprod[t]
     snr = alphas_cumprod / (1 - alphas_cumprod)
     weights = snr.clamp(max=min_snr_gamma) / snr
-    return ((prediction - noise).pow(2).mean(dim=(1, 2, 3)) * weights).mean()
+    per_sample = (prediction - noise).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
+    return (per_sample * weights).mean()
+
+
+def velocity_loss(prediction, velocity, scheduler, t: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
+    """Velocity-prediction MSE, plain or with Min-SNR-gamma's weights for v, min(SNR, gamma) / (SNR + 1).
+
+    Plain, it weighs each sample's x0 error by SNR + 1 where the noise MSE weighs it by SNR: the
+    noisiest steps, where a sample's layout (a video's motion) is decided, count about 1000x more.
+    Min-SNR's weights make it the same as Min-SNR on the noise.
+    """
+    if min_snr_gamma is None:
+        return F.mse_loss(prediction, velocity)
+    alphas_cumprod = scheduler.alphas_cumprod[t]
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weights = snr.clamp(max=min_snr_gamma) / (snr + 1)
+    per_sample = (prediction - velocity).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
+    return (per_sample * weights).mean()
 
 
 def _disable_builtin_label_dropout(model: torch.nn.Module) -> None:
@@ -134,7 +158,7 @@ def _save_pipeline(pipe, path: Path) -> None:
     for name, module in pipe.components.items():
         if isinstance(module, torch.nn.Module):
             module.save_pretrained(path / name)
-    nets.sampling_scheduler().save_pretrained(path / "scheduler")
+    nets.sampling_scheduler(pipe.scheduler.config.prediction_type).save_pretrained(path / "scheduler")
 
 
 def train_classifier(dataset: str) -> dict:
@@ -142,13 +166,14 @@ def train_classifier(dataset: str) -> dict:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     images, labels = data.load_dataset(dataset, "train")
-    model = nets.SmallClassifier(in_channels=images.shape[1], num_classes=data.num_classes(dataset))
+    # videos (N, F, C, H, W): the classifier reads the frames stacked as channels
+    model = nets.SmallClassifier(in_channels=math.prod(images.shape[1:-2]), num_classes=data.num_classes(dataset))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     start = time.perf_counter()
     for step in range(CLASSIFIER_STEPS[dataset]):
         idx = torch.randint(0, len(images), (128,), generator=gen)
         shift = torch.randint(-1, 2, (2,), generator=gen).tolist()
-        x = torch.roll(images[idx], shifts=shift, dims=(2, 3))
+        x = torch.roll(images[idx], shifts=shift, dims=(-2, -1))
         x = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
         loss = F.cross_entropy(model(x), labels[idx])
         _set_lr(opt, 1e-3 * _lr_factor(step, CLASSIFIER_STEPS[dataset]))
