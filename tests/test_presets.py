@@ -12,6 +12,7 @@ FAMILIES = {
     "tgate-sdxl": (tiny.sdxl_pipeline, tiny.sdxl_call_kwargs),
     "tgate-pixart": (tiny.pixart_pipeline, tiny.pixart_call_kwargs),
     "fora": (tiny.dit_pipeline, lambda: dict(class_labels=[3])),
+    "adacache-moreg": (tiny.wan_pipeline, tiny.wan_call_kwargs),  # MoReg compares a video's frames
     "adacache": (tiny.dit_pipeline, lambda: dict(class_labels=[3])),
     "teacache": (tiny.flux_pipeline, tiny.flux_call_kwargs),
 }
@@ -45,6 +46,10 @@ def test_published_fields():
     assert (sdxl.gate_step, sdxl.self_attn_interval, sdxl.self_attn_warmup) == (10, 5, 2)
     assert (pixart.gate_step, pixart.self_attn_interval, pixart.self_attn_warmup) == (15, 3, 2)
     assert stepcache.presets.get("adacache-fast").codebook[0] == (0.08, 6)
+    moreg = stepcache.presets.get("adacache-moreg-100")  # configs/sample_adacache_moreg.py, steps from 0
+    assert (moreg.moreg, moreg.moreg_strides, moreg.moreg_window, moreg.moreg_norm, moreg.moreg_power,
+            moreg.moreg_gradient) == (True, (1,), (9, 89), 0.385, 8.0, 10.0)
+    assert moreg.codebook == stepcache.presets.get("adacache-100").codebook
     assert [stepcache.presets.get(f"teacache-flux-{t}").threshold for t in ("0.25", "0.4", "0.6", "0.8")] == \
         [0.25, 0.4, 0.6, 0.8]
 

@@ -64,6 +64,12 @@ PRESETS: dict[str, Preset] = {
         AdaCacheConfig(codebook=((0.03, 12), (0.05, 10), (0.07, 8), (0.09, 6), (0.11, 4), (1.00, 3)),
                        convention=REFERENCE),
         100, "AdaCache repository (configs/sample_adacache.py), 100-step codebook"),
+    # its moreg_steps (10, 90) count from 1; moreg_hyp (0.385, 8, 1) and mograd_mul 10 are the field defaults
+    "adacache-moreg-100": Preset(
+        AdaCacheConfig(codebook=((0.03, 12), (0.05, 10), (0.07, 8), (0.09, 6), (0.11, 4), (1.00, 3)),
+                       moreg=True, moreg_window=(9, 89), convention=REFERENCE),
+        100, "AdaCache repository (configs/sample_adacache_moreg.py), 100-step codebook with motion "
+             "regularisation (video models)"),
     "teacache-flux-0.25": _teacache_flux(0.25, "1.5x"),
     "teacache-flux-0.4": _teacache_flux(0.4, "1.8x"),
     "teacache-flux-0.6": _teacache_flux(0.6, "2.0x"),

@@ -139,11 +139,16 @@ class _AdaCachePort:
     it cached. Blocks in ``cache_loc`` turn the relative L1 change of their gated attention residual,
     divided by the rate, into the next rate through the codebook (the first five thresholds; else the
     last entry). Plain forward replacements, none of stepcache's machinery.
+
+    ``moreg``: the repository's motion regularisation (``compute_next_step`` with apply_moreg), a dict of
+    its ``moreg_strides``, ``moreg_steps``, ``moreg_hyp``, ``mograd_mul`` and ``spatial_dim`` (tokens per frame).
     """
 
-    def __init__(self, model, num_steps, codebook, cache_loc):
+    def __init__(self, model, num_steps, codebook, cache_loc, moreg=None):
         self.model, self.num_sampling_steps, self.cache_loc = model, num_steps, cache_loc
         self.codebook = dict(codebook)
+        self.moreg = moreg
+        self.prev_moreg = [1.0] * len(model.transformer_blocks)  # per block, set once as the repository's __init__
         self.fwd_id, self.attn_cache_rate = 0, 1
         self.rates, self.recomputed_steps = [], []
         self.ada_dict = None
@@ -166,18 +171,36 @@ class _AdaCachePort:
 
     def _model_end(self, module, args, output):
         if self.ada_dict["count"]:
-            self.rates.append(float(self.ada_dict["avg_diff"]))  # the rate behind the next cache rate
+            self.rates.append(float(self.ada_dict["rate"]))  # the rate behind the next cache rate
         self.attn_cache_rate = self.ada_dict["new_attn_cache_rate"]
         self.fwd_id += 1
         if self.fwd_id == self.num_sampling_steps:
             self.fwd_id, self.attn_cache_rate = 0, 1
 
-    def _compute_next_step(self, cache, res, prev_rate):
+    def _compute_next_step(self, cache, res, prev_rate, blk_id, fwd_id):
         ada_dict = self.ada_dict
         cache_diff = (cache - res).norm(dim=(0, 1, 2), p=1) / cache.norm(dim=(0, 1, 2), p=1)
         cache_diff = cache_diff / prev_rate
         cache_diff = (cache_diff + ada_dict["count"] * ada_dict["avg_diff"]) / (ada_dict["count"] + 1)
         ada_dict["avg_diff"], ada_dict["count"] = cache_diff, ada_dict["count"] + 1
+        if self.moreg is not None:
+            strides, steps, hyp = self.moreg["moreg_strides"], self.moreg["moreg_steps"], self.moreg["moreg_hyp"]
+            spatial_dim = self.moreg["spatial_dim"]
+            if steps[0] <= fwd_id <= steps[1]:
+                moreg = 0
+                for i in strides:
+                    moreg_i = (res[:, i * spatial_dim:, :] - res[:, :-i * spatial_dim, :]).norm(p=1)
+                    moreg_i /= (res[:, i * spatial_dim:, :].norm(p=1) + res[:, :-i * spatial_dim, :].norm(p=1))
+                    moreg += moreg_i
+                moreg = moreg / len(strides)
+                moreg = ((1 / hyp[0] * moreg) ** hyp[1]) / hyp[2]
+            else:
+                moreg = 1.
+            mograd = self.moreg["mograd_mul"] * (moreg - self.prev_moreg[blk_id]) / prev_rate
+            self.prev_moreg[blk_id] = moreg
+            moreg = moreg + abs(mograd)
+            cache_diff = cache_diff * moreg
+        ada_dict["rate"] = cache_diff
         metric_thres, cache_rates = list(self.codebook.keys()), list(self.codebook.values())
         return next((rate for thres, rate in zip(metric_thres[:5], cache_rates[:5]) if cache_diff < thres),
                     cache_rates[-1])
@@ -198,7 +221,7 @@ class _AdaCachePort:
             x = x + attn_res
             if isinstance(state["st_attn_cache"], torch.Tensor) and blk_id in self.cache_loc:
                 self.ada_dict["new_attn_cache_rate"] = self._compute_next_step(
-                    state["st_attn_cache"], attn_res, attn_cache_rate)
+                    state["st_attn_cache"], attn_res, attn_cache_rate, blk_id, fwd_id)
             if blk_id == 0:
                 self.recomputed_steps.append(fwd_id - 1)
             state["st_attn_cache"], state["prev_compute_step"] = attn_res, fwd_id
@@ -220,6 +243,14 @@ class _AdaCachePort:
 ADACACHE_PORT_EPS = 18
 
 
+def port_then_stepcache(pipe, port, config, steps):
+    """The port's images (the port is then removed), and stepcache's images and stats under ``config``."""
+    expected = _generate(pipe, lambda: dict(class_labels=[1]), steps=steps)
+    port.remove()
+    with stepcache.cached(pipe, config) as handle:
+        return expected, _generate(pipe, lambda: dict(class_labels=[1]), steps=steps), handle.stats()
+
+
 @pytest.mark.parametrize("steps,preset,cache_loc", [
     (12, "adacache-fast", None),
     (12, "adacache-slow", None),
@@ -231,11 +262,7 @@ def test_reference_convention_follows_a_port_of_adacaches_code(steps, preset, ca
     config = stepcache.presets.get(preset, signal_blocks=cache_loc)
     middle = (len(model.transformer_blocks) - 1) // 2
     port = _AdaCachePort(model, steps, config.codebook, cache_loc or (middle,))
-    expected = _generate(pipe, lambda: dict(class_labels=[1]), steps=steps)
-    port.remove()
-    with stepcache.cached(pipe, config) as handle:
-        images = _generate(pipe, lambda: dict(class_labels=[1]), steps=steps)
-        stats = handle.stats()
+    expected, images, stats = port_then_stepcache(pipe, port, config, steps)
     # the schedule exactly; the rates and outputs up to the rounding of the residual additions
     assert stats["full_step_indices"] == port.recomputed_steps
     assert stats["cached_steps"] > 0 and {0, steps - 2, steps - 1} <= set(port.recomputed_steps)
