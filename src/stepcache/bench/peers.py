@@ -42,7 +42,8 @@ from ..core.hooks import HookSet
 # What `stepcache bench --peers` sweeps, per peer: field -> values (the product is the grid).
 # TaylorSeer, DBCache and DeepCache follow issue #16; the others span each method's documented
 # default to more aggressive settings.
-_TAYLORSEER_BLOCKS = r"transformer_blocks\.\d+\.(attn1|ff)"
+# the blocks' self-attention and MLP: DiT/PixArt name them transformer_blocks.N.attn1/ff, Wan blocks.N.attn1/ffn
+_TAYLORSEER_BLOCKS = r"(transformer_)?blocks\.\d+\.(attn1|ffn?)"
 PEER_GRIDS: dict[str, dict[str, list[Any]]] = {
     "diffusers.FirstBlockCache": {"threshold": [0.05, 0.1, 0.2]},
     "diffusers.TaylorSeerCache": {
