@@ -43,6 +43,7 @@ CASES = [
     ("flux", stepcache.TeaCacheConfig(0.3, coefficients=IDENTITY), "compile repeated blocks"),
     ("flux", stepcache.AdaCacheConfig(codebook=((0.5, 2), (1.0, 1))), "compile after apply"),
     ("flux", stepcache.FORAConfig(2, order=1), "compile repeated blocks before apply"),
+    ("flux", stepcache.DeltaDiTConfig(2, num_blocks=2), "compile repeated blocks"),
     ("unet", stepcache.DeepCacheConfig(interval=2), "compile after apply"),
     ("unet", stepcache.TGateConfig(gate_step=2), "compile repeated blocks"),
 ]

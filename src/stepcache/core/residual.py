@@ -141,9 +141,14 @@ class ResidualSkip:
         return forward
 
 
+# One elementwise op each, run eagerly: under torch.compile their inputs are views of the blocks' streams
+# whose sizes, strides and storage offsets differ by stream (FLUX's text and image tokens split from one
+# tensor), and each combination would be a recompile of a one-op graph that fuses with nothing
+@torch.compiler.disable
 def _add(h, d):
     return None if h is None or d is None else h + d
 
 
+@torch.compiler.disable
 def _sub(out, inp):
     return None if out is None or inp is None else out - inp
