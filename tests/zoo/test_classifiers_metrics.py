@@ -56,7 +56,7 @@ def test_moving_shapes_move_as_captioned_and_stay_in_frame():
     assert sorted(labels.tolist()) == sorted(list(range(48)) * 2)
     assert data.caption(6, "moving-shapes") == "a red square moving up"
     assert all(data.caption_to_label(data.caption(i, "moving-shapes"), "moving-shapes") == i for i in range(48))
-    # the shape's centre of mass moves one way at a steady 1-1.75 px per frame, and no frame cuts it off
+    # the shape's centre of mass moves one way at a steady 2-2.5 px per frame, and no frame cuts it off
     weight = videos.mean(2) - 0.08
     coords = torch.arange(16.0)
     x = (weight * coords).sum((2, 3)) / weight.sum((2, 3))
@@ -65,7 +65,8 @@ def test_moving_shapes_move_as_captioned_and_stay_in_frame():
     expected = torch.tensor(list(data.DIRECTIONS.values()), dtype=torch.float32)[labels % 4]
     along = (steps * expected[:, None]).sum(-1)
     across = (steps * expected.flip(-1)[:, None]).sum(-1)
-    assert along.min() > 0.9 and along.max() < 1.85 and across.abs().max() < 0.1
-    assert (along.max(1).values - along.min(1).values).max() < 0.3  # rasterised at 4x: centroids jitter
+    # drawn at 4x and box-filtered, a centroid can be off by up to 1/8 px: a step by 1/4, the spread of steps by 1/2
+    assert along.min() > 2 - 0.25 and along.max() < 2.5 + 0.25 and across.abs().max() < 0.1
+    assert (along.max(1).values - along.min(1).values).max() < 0.5
     mass = weight.sum((2, 3))  # a shape cut off by the frame's edge would lose some
     assert ((mass.max(1).values - mass.min(1).values) / mass.mean(1)).max() < 0.1  # rasterising: up to 7%

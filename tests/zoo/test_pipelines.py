@@ -71,19 +71,27 @@ def test_denoiser_attribute_names():
     assert isinstance(zoo.load("wan-moving-shapes").transformer, diffusers.WanTransformer3DModel)
 
 
-def test_video_frames_are_in_diffusers_layout_and_show_the_captions_colour():
-    """The Wan model's frames come out (B, F, C, H, W), every frame with a shape of the caption's colour.
-
-    (It has not learnt the direction of motion: docs/zoo.md.)"""
+def test_video_frames_are_in_diffusers_layout_and_move_the_captions_way_in_its_colour():
+    """The Wan model's frames come out (B, F, C, H, W), every frame with a shape of the caption's colour,
+    moving the caption's way (a pipeline that dropped or reordered the coordinate channels fails this)."""
     pipe = zoo.load("wan-moving-shapes")
-    captions = ["a red circle moving left", "a green square moving right", "a blue triangle moving up"]
+    captions = ["a red circle moving left", "a green square moving right", "a blue triangle moving up",
+                "a yellow circle moving down"]
     videos = pipe(captions, num_inference_steps=25, generator=torch.Generator().manual_seed(0), output_type="pt").frames
-    assert videos.shape == (3, 4, 3, 16, 16)
+    assert videos.shape == (4, 4, 3, 16, 16)
     shape = videos.amax(2, keepdim=True) > 0.4  # the shape's pixels, brighter than the dark background
     assert shape.flatten(2).float().mean(2).min() > 0.05  # in every frame
     colour = (videos * shape).sum((3, 4)) / shape.sum((3, 4))  # (videos, frames, RGB) mean colour of the shape
-    assert (colour.argmax(-1) == torch.tensor([0, 1, 2])[:, None]).all(), colour
-    assert not torch.equal(videos[:, 0], videos[:, 1])
+    assert (colour.argmax(-1)[:3] == torch.tensor([0, 1, 2])[:, None]).all(), colour
+    assert (colour[3, :, :2].min(-1).values > 2 * colour[3, :, 2]).all(), colour  # yellow: red and green, no blue
+    # the shape's centre from the first frame to the last: the dataset moves it 6-7.5 px
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    mask = shape[:, :, 0].float()
+    centre = torch.stack([(mask * cols).sum((2, 3)), (mask * rows).sum((2, 3))], -1) / mask.sum((2, 3))[..., None]
+    moved = centre[:, -1] - centre[:, 0]  # (videos, (x, y)); y grows downwards
+    expected = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    assert ((moved * expected).sum(-1) > 3).all(), moved  # > 3 px along the caption's direction
+    assert ((moved * expected.flip(-1)).sum(-1).abs() < 2).all(), moved  # and little across it
 
 
 def test_unknown_model_raises_with_known_names():

@@ -1,10 +1,12 @@
-"""The zoo trainer's noise-prediction loss."""
+"""The zoo trainer's losses and timestep sampling."""
+
+import dataclasses
 
 import pytest
 import torch
 
-from stepcache.zoo import nets
-from stepcache.zoo.train import noise_loss, velocity_loss
+from stepcache.zoo import nets, registry
+from stepcache.zoo.train import _timesteps, noise_loss, velocity_loss
 
 SCHEDULER = nets.training_scheduler()
 
@@ -48,3 +50,17 @@ def test_velocity_loss_is_plain_mse_or_min_snr_on_the_noise():
     weights = _snr(t).clamp(max=5.0) / (_snr(t) + 1)
     assert velocity_loss(prediction, velocity, SCHEDULER, t, 5.0).item() == pytest.approx(
         (0.25 * weights).mean().item(), rel=1e-5)
+
+
+def test_timestep_power_zero_draws_as_ddpm_and_one_weights_noisy_steps_linearly():
+    uniform = registry.get("dit-digits")
+    assert uniform.timestep_power == 0
+    # power 0 keeps the DDPM draw exactly: the shipped image models retrain to the same weights
+    expected = torch.randint(0, 1000, (uniform.batch_size,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(_timesteps(1000, uniform, torch.Generator().manual_seed(3)), expected)
+    linear = dataclasses.replace(uniform, batch_size=200_000, timestep_power=1.0)
+    t = _timesteps(1000, linear, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 999
+    # density ~ t: P(t < 500) = 1/4 and E[t] = 2/3 * 1000; bounds: 5 binomial/normal standard errors at 200k draws
+    assert (t < 500).float().mean().item() == pytest.approx(0.25, abs=5 * (0.25 * 0.75 / 200_000) ** 0.5)
+    assert t.float().mean().item() == pytest.approx(666.7 - 0.5, abs=5 * 236 / 200_000 ** 0.5)

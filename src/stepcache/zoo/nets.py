@@ -26,6 +26,7 @@ CAPTION_VOCAB = [PAD, "a", *COLOURS, *SHAPES]
 CAPTION_LENGTH = 4
 VIDEO_CAPTION_VOCAB = [*CAPTION_VOCAB, "moving", *DIRECTIONS]
 VIDEO_CAPTION_LENGTH = 5
+VIDEO_COORDINATES = 3  # condition channels of the moving-shapes model (video_coordinates)
 TEXT_DIM = 64
 
 
@@ -138,13 +139,15 @@ def build_wan() -> WanTransformer3DModel:
     """Caption-conditioned pixel-space Wan (4 blocks, hidden 64 = 2 heads x 32, patch (1, 2, 2)) for moving shapes.
 
     4 frames x 8 x 8 = 256 tokens per video; head dim 32 gives Wan's 3-D RoPE 12 time and
-    10 + 10 height/width channels. Small enough to train on one CPU thread in ~20 minutes.
+    10 + 10 height/width channels. Its input is the 3 noisy RGB channels and the 3 coordinate
+    channels of ``video_coordinates``, concatenated as Wan's image-to-video pipeline concatenates
+    its condition channels. Small enough to train on two CPU threads in ~10 minutes.
     """
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=32,
-        in_channels=3,
+        in_channels=3 + VIDEO_COORDINATES,
         out_channels=3,
         text_dim=TEXT_DIM,
         freq_dim=64,
@@ -153,6 +156,19 @@ def build_wan() -> WanTransformer3DModel:
         cross_attn_norm=True,
         rope_max_seq_len=32,  # positions per axis: frames (4) and patches (8) per side
     )
+
+
+def video_coordinates(batch_size: int, frames: int, height: int, width: int, dtype: torch.dtype,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, 3, F, H, W) frame, row and column coordinates in [-1, 1], the moving-shapes model's condition channels.
+
+    Wan has no absolute position embedding (its RoPE gives only offsets between tokens). Without
+    these channels the model cannot place the mean of a caption's videos in the noisiest steps,
+    and in every training run it ignored the direction word (docs/zoo.md).
+    """
+    axes = [torch.linspace(-1, 1, n, dtype=dtype, device=device) for n in (frames, height, width)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, F, H, W)
+    return grid.expand(batch_size, -1, -1, -1, -1)
 
 
 def build_video_text_encoder() -> TinyTextEncoder:

@@ -13,6 +13,7 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from . import nets
 from .data import SHAPES_SIZE, VIDEO_FRAMES
 
 CFG_MODES = ("batched", "split")
@@ -147,8 +148,10 @@ class UNetCaptionPipeline(CaptionPipeline):
 class WanCaptionPipeline(CaptionPipeline):
     """Video pipeline for a ``WanTransformer3DModel``: captions through its cross-attention, pixel-space frames.
 
-    The transformer is called as diffusers' ``WanPipeline`` calls it (``hidden_states``
-    (B, C, F, H, W), ``timestep``, ``encoder_hidden_states`` by keyword). Returns
+    The transformer is called as diffusers' ``WanImageToVideoPipeline`` calls it: ``hidden_states``
+    (B, C, F, H, W) are the noisy frames with condition channels concatenated (here the frame,
+    row and column coordinates of ``nets.video_coordinates``), then ``timestep`` and
+    ``encoder_hidden_states`` by keyword. Returns
     ``WanPipelineOutput(frames=...)``: "pt" a (B, F, C, H, W) tensor in [0, 1] (diffusers'
     layout of video frames), "pil" one list of PIL frames per video.
     """
@@ -158,10 +161,12 @@ class WanCaptionPipeline(CaptionPipeline):
         self.register_modules(transformer=transformer, text_encoder=text_encoder, scheduler=scheduler)
 
     def latent_shape(self, batch_size):
-        return (batch_size, self.transformer.config.in_channels, VIDEO_FRAMES, SHAPES_SIZE, SHAPES_SIZE)
+        return (batch_size, self.transformer.config.out_channels, VIDEO_FRAMES, SHAPES_SIZE, SHAPES_SIZE)
 
     def denoise(self, latents, t, cond):
-        return self.transformer(hidden_states=latents, timestep=t.expand(len(latents)),
+        batch, _, frames, height, width = latents.shape
+        coordinates = nets.video_coordinates(batch, frames, height, width, latents.dtype, latents.device)
+        return self.transformer(hidden_states=torch.cat([latents, coordinates], dim=1), timestep=t.expand(batch),
                                 encoder_hidden_states=cond, return_dict=False)[0]
 
     def output(self, latents, output_type):
