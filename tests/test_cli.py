@@ -33,6 +33,9 @@ def test_models_lists_every_family_zoo_and_arch_model(capsys):
         assert name in out
     for name in ARCHS:
         assert name in out
+    # one aligned column of descriptions, however long a family or model name
+    entries = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len({len(line) - len(line[2:].split(" ", 1)[1].lstrip()) for line in entries}) == 1
 
 
 def test_methods_lists_each_field_with_default_range_and_meaning(capsys):

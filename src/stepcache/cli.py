@@ -523,15 +523,17 @@ def _models(args) -> int:
     from .adapters import ADAPTERS
     from .bench.arch import ARCHS, describe_arch
 
-    print("families:")
-    for adapter in ADAPTERS:
-        print(f"  {adapter.family:8s} {adapter.description}")
-    print("zoo (trained tiny models, quality and speed; use as --model zoo:NAME):")
-    for name, description in zoo.list_models():
-        print(f"  {name:14s} {description}")
-    print("arch (published sizes with random weights, speed only; use as --model arch:NAME):")
-    for name in ARCHS:
-        print(f"  {name:14s} {describe_arch(name)}")
+    sections = [
+        ("families:", [(a.family, a.description) for a in ADAPTERS]),
+        ("zoo (trained tiny models, quality and speed; use as --model zoo:NAME):", zoo.list_models()),
+        ("arch (published sizes with random weights, speed only; use as --model arch:NAME):",
+         [(name, describe_arch(name)) for name in ARCHS]),
+    ]
+    width = max(len(name) for _, rows in sections for name, _ in rows)  # one name column for all three lists
+    for title, rows in sections:
+        print(title)
+        for name, description in rows:
+            print(f"  {name:{width}s}  {description}")
     return 0
 
 
