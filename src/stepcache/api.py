@@ -246,8 +246,12 @@ class CacheHandle:
         denoiser.method.call_ended(ctx)
         self.clock.end_call()
 
+    def cache_tensors(self) -> list:
+        """What every denoiser's cache holds now (``stats()['cache_bytes']`` counts these tensors)."""
+        return [value for d in self.denoisers for value in d.method.cache_tensors()]
+
     def _cache_bytes(self) -> int:
-        return sum(tensor_bytes(d.method.cache_tensors()) for d in self.denoisers)
+        return tensor_bytes(self.cache_tensors())
 
     def _run_started(self, record: RunRecord) -> None:
         for denoiser in self.denoisers:

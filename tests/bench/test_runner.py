@@ -4,6 +4,7 @@ import statistics
 import pytest
 import torch
 
+import stepcache
 import tiny
 from bench.toy import ToyConfig
 from stepcache.bench import runner
@@ -117,3 +118,21 @@ def test_a_config_is_refused_before_any_run_only_when_it_cannot_run_with_any_cal
     sampler.cfg = "none"  # a known layout is the only one tried
     assert runner.cannot_run(sampler, TGateConfig(cfg="none"), STEPS) is None
     assert "does not run classifier-free guidance" in runner.cannot_run(sampler, TGateConfig(cfg="batched"), STEPS)
+
+
+def test_cache_bytes_count_both_denoisers_of_a_two_stage_pipeline(tmp_path):
+    """Wan 2.2: ``transformer_2`` takes the late steps while ``transformer``'s cache is still held."""
+    config = stepcache.FORAConfig(interval=2)
+    pipe, kwargs = tiny.wan_pipeline(two_stage=True), tiny.wan_call_kwargs()
+    held = []  # per step: each denoiser's cache bytes at the step's end
+
+    def step_end(pipe, step, timestep, tensors):
+        held.append([stats["cache_bytes"] for stats in handle.stats()["denoisers"].values()])
+        return tensors
+
+    with stepcache.cached(pipe, config) as handle:
+        pipe(**kwargs, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), output_type="pt",
+             callback_on_step_end=step_end)
+    assert min(held[-1]) > 0  # both denoisers hold a cache at the last step
+    cached = runner.run(pipe, [config], call_kwargs=kwargs, num_steps=STEPS, repeats=0, progress=False)[1]
+    assert cached["kind"] == "cached" and cached["cache_bytes"] == max(sum(step) for step in held)

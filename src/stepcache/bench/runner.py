@@ -241,8 +241,7 @@ def measure(sampler: Sampler, config: Any, steps: int, repeats: int, seed: int,
     try:
         cache_peak = contextlib.nullcontext({"bytes": 0})
         if handle:
-            held = handle.method.cache_tensors if isinstance(config, CacheConfig) else handle.cache_tensors
-            cache_peak = peak_cache_bytes(held, scheduler)
+            cache_peak = peak_cache_bytes(handle.cache_tensors, scheduler)  # every denoiser's (Wan 2.2: two)
         status("warm-up, MACs, images")
         with peak_memory(device) as memory, cache_peak as cache:  # the warm-up run
             images, macs, step_macs = macs_per_step(lambda: sampler.sample(steps, seed), scheduler)

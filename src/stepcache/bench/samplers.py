@@ -86,9 +86,7 @@ def zoo_sampler(
         guidance = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
         out = pipe(inputs_, num_inference_steps=steps, generator=generator, cfg_mode=cfg_mode, output_type="pt",
                    **guidance)
-        if hasattr(out, "frames"):  # videos (B, F, C, H, W): frames stacked as channels, as the clip classifier reads
-            return out.frames.flatten(1, 2).cpu()
-        return out.images.cpu()
+        return as_image_batch(out.frames if hasattr(out, "frames") else out.images)
 
     fidelity_inputs = inputs(batch)
     distribution = None
@@ -129,7 +127,7 @@ def pipeline_sampler(pipe: Any, call_kwargs: dict | None = None, num_steps: int 
     def sample(steps: int, seed: int) -> torch.Tensor:
         generator = torch.Generator(pipe.device).manual_seed(seed)
         out = pipe(**call_kwargs, num_inference_steps=steps, generator=generator)
-        return as_image_batch(out.images if hasattr(out, "images") else out[0])
+        return as_image_batch(out.frames if hasattr(out, "frames") else out.images if hasattr(out, "images") else out[0])
 
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
@@ -138,10 +136,16 @@ def pipeline_sampler(pipe: Any, call_kwargs: dict | None = None, num_steps: int 
 
 
 def as_image_batch(images: Any) -> torch.Tensor:
-    """A pipeline's images (tensor (B,C,H,W), numpy (B,H,W,C) in [0, 1], or PIL list) -> CPU (B,C,H,W) float."""
+    """A pipeline's images (tensor (B,C,H,W), numpy (B,H,W,C) in [0, 1], or PIL list) -> CPU (B,C,H,W) float.
+
+    Videos (tensor (B,F,C,H,W), numpy (B,F,H,W,C)) come back with their frames stacked as channels,
+    (B, F*C, H, W): a clip is scored as one image, as the zoo's clip classifier reads it.
+    """
     if isinstance(images, torch.Tensor):
-        return images.detach().float().cpu()
+        return images.detach().float().cpu().flatten(1, 2) if images.ndim == 5 else images.detach().float().cpu()
     if isinstance(images, np.ndarray):
+        if images.ndim == 5:
+            return torch.from_numpy(images).float().permute(0, 1, 4, 2, 3).flatten(1, 2)
         return torch.from_numpy(images).float().permute(0, 3, 1, 2)
     if isinstance(images, list) and images and hasattr(images[0], "mode"):
         arrays = np.stack([np.asarray(im, dtype=np.float32) / 255 for im in images])
