@@ -423,11 +423,14 @@ class _AttentionSignal:
         return list(self._previous.values())
 
 
+def _l1(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample L1 norm, summed in float32: half-precision sums over a whole feature map overflow."""
+    return x.abs().flatten(1).sum(1, dtype=torch.float32)
+
+
 def _l1_sums(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     """Per sample, ‖current − previous‖₁ and ‖previous‖₁ (2 x batch, float32)."""
-    # summed in float32: half-precision sums over a whole feature map overflow
-    change = (current - previous).abs().flatten(1).sum(1, dtype=torch.float32)
-    return torch.stack([change, previous.abs().flatten(1).sum(1, dtype=torch.float32)])
+    return torch.stack([_l1(current - previous), _l1(previous)])
 
 
 def _rate_from_sums(sums: torch.Tensor, gap: int, factor: torch.Tensor | None = None) -> torch.Tensor:
@@ -455,9 +458,7 @@ def frame_change(residual: torch.Tensor, frames: int, strides: tuple[int, ...]) 
     rows = []
     for stride in strides:
         later, earlier = residual[:, stride * per_frame:], residual[:, :-stride * per_frame]
-        rows.append((later - earlier).abs().flatten(1).sum(1, dtype=torch.float32))
-        rows.append(later.abs().flatten(1).sum(1, dtype=torch.float32)
-                    + earlier.abs().flatten(1).sum(1, dtype=torch.float32))
+        rows += [_l1(later - earlier), _l1(later) + _l1(earlier)]
     return torch.stack(rows)
 
 
