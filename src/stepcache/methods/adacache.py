@@ -51,8 +51,7 @@ from typing import ClassVar
 
 import torch
 
-from ..adapters import BLOCKS, GATED_ATTENTION
-from ..adapters.base import FRAMES
+from ..adapters import BLOCKS, FRAMES, GATED_ATTENTION
 from ..core import validate
 from ..core.residual import ResidualSkip
 from ..core.schedules import adacache_reuse_length, resolve_step

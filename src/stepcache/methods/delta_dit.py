@@ -134,14 +134,13 @@ class DeltaDiT(CacheMethod):
         self._boundary = resolve_step(boundary, record.num_steps, "DeltaDiTConfig.boundary")
 
     def before_call(self, ctx, args, kwargs):
-        skip = self.skip
+        index = self._range_at(ctx.step)
         # a branch first seen on a reusing step (a guidance pass that runs only on some steps) runs in full
-        if ctx.step % self.config.interval and skip.has_delta(self._range_at(ctx.step), ctx.branch) \
-                and not self.must_run_full(ctx.step, ctx.num_steps):
-            skip.begin_call(ctx, self._range_at(ctx.step))
+        skipping = bool(ctx.step % self.config.interval) and self.skip.has_delta(index, ctx.branch) \
+            and not self.must_run_full(ctx.step, ctx.num_steps)
+        self.skip.begin_call(ctx, index if skipping else None)
+        if skipping:
             self.mark_cached()
-        else:
-            skip.begin_call(ctx, None)
         return args, kwargs
 
     def after_call(self, ctx, output):

@@ -172,7 +172,7 @@ class WanCaptionPipeline(CaptionPipeline):
     def output(self, latents, output_type):
         frames = latents.transpose(1, 2)  # (B, C, F, H, W) -> (B, F, C, H, W)
         if output_type == "pt":
-            return WanPipelineOutput(frames=to_output(frames.flatten(0, 1), "pt").unflatten(0, frames.shape[:2]))
+            return WanPipelineOutput(frames=to_output(frames, "pt"))  # elementwise: any number of dims
         return WanPipelineOutput(frames=[to_output(video, "pil") for video in frames])
 
 

@@ -109,13 +109,7 @@ def noise_loss(prediction, noise, scheduler, t: torch.Tensor, min_snr_gamma: flo
     The plain MSE is dominated by nearly clean timesteps, where the small noise is hard to
     predict; Min-SNR caps their weight at gamma / SNR (noisier samples keep weight 1).
     """
-    if min_snr_gamma is None:
-        return F.mse_loss(prediction, noise)  # exactly how the recipes without gamma were trained
-    alphas_cumprod = scheduler.alphas_cumprod[t]
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    weights = snr.clamp(max=min_snr_gamma) / snr
-    per_sample = (prediction - noise).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
-    return (per_sample * weights).mean()
+    return _mse(prediction, noise, scheduler, t, min_snr_gamma, velocity=False)
 
 
 def velocity_loss(prediction, velocity, scheduler, t: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
@@ -125,12 +119,16 @@ def velocity_loss(prediction, velocity, scheduler, t: torch.Tensor, min_snr_gamm
     noisiest steps, where a sample's layout (a video's motion) is decided, count about 1000x more.
     Min-SNR's weights make it the same as Min-SNR on the noise.
     """
+    return _mse(prediction, velocity, scheduler, t, min_snr_gamma, velocity=True)
+
+
+def _mse(prediction, target, scheduler, t: torch.Tensor, min_snr_gamma: float | None, velocity: bool) -> torch.Tensor:
     if min_snr_gamma is None:
-        return F.mse_loss(prediction, velocity)
+        return F.mse_loss(prediction, target)  # exactly how the recipes without gamma were trained
     alphas_cumprod = scheduler.alphas_cumprod[t]
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    weights = snr.clamp(max=min_snr_gamma) / (snr + 1)
-    per_sample = (prediction - velocity).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
+    weights = snr.clamp(max=min_snr_gamma) / (snr + 1 if velocity else snr)
+    per_sample = (prediction - target).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
     return (per_sample * weights).mean()
 
 
