@@ -19,6 +19,7 @@ import torch
 
 from .adapters import BLOCKS, MODULATED_INPUT
 from .api import cached
+from .bench.executor import SerialExecutor
 from .core.validate import check_int
 from .methods.base import CacheConfig, CacheMethod
 from .methods.teacache import Calibration, relative_l1
@@ -40,7 +41,7 @@ def calibrate(pipe: Any, *call_args, seeds: Sequence[int] = (0, 1, 2), degree: i
     if len(seeds) == 0:
         raise ValueError("calibrate needs at least one seed")
     cells = [functools.partial(_seed_distances, pipe, seed, call_args, call_kwargs) for seed in seeds]
-    runs = executor.map(cells) if executor is not None else [cell() for cell in cells]
+    runs = (executor or SerialExecutor()).map(cells)
     model_class = runs[0][0]
     # every denoiser's pairs (Wan 2.2: both experts, which TeaCache then serves with these coefficients),
     # denoiser by denoiser, each in seed order

@@ -148,14 +148,13 @@ def _config_request(args) -> tuple[type, dict]:
 
 def _preset_record(name: str) -> dict:
     """A preset's config as a config-file record: its method and every field."""
-    import dataclasses
-
     from . import presets
+    from .config_files import as_record
 
-    if name not in presets.PRESETS:
-        raise UsageError(f"unknown preset {name!r}; presets: {', '.join(presets.names())}")
-    config = presets.PRESETS[name].config
-    return {"method": config.method, **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}}
+    try:
+        return as_record(presets.get(name))
+    except ValueError as error:  # an unknown name, listing the presets
+        raise UsageError(str(error)) from None
 
 
 def _load_sampler(args, distribution_samples: int = 0):
@@ -238,7 +237,7 @@ def _configure_bench(parser: argparse.ArgumentParser) -> None:
 def _bench(args) -> int:
     from .bench import configs, executor
     from .bench.report import terminal_table
-    from .bench.runner import cannot_run, run
+    from .bench.runner import cannot_run, does_not_apply, run
     from .config_files import read_config_record
 
     if args.suite:
@@ -273,11 +272,11 @@ def _bench(args) -> int:
     _prepare_machine(args)
     sampler = _load_sampler(args, distribution_samples=args.samples)
     if not methods and not files:
-        methods = [name for name in sorted(configs.METHODS) if not _refusal(sampler, name)]
+        methods = [name for name in sorted(configs.METHODS) if not does_not_apply(sampler, name)]
         grid = {m: {} for m in methods}
-    unfit = [m for m in methods if _refusal(sampler, m)]
+    unfit = {m: reason for m in methods if (reason := does_not_apply(sampler, m))}
     if unfit:
-        raise UsageError(f"{', '.join(unfit)} cannot run on {args.model}: {_refusal(sampler, unfit[0])}")
+        raise UsageError(f"{', '.join(unfit)} cannot run on {args.model}: {next(iter(unfit.values()))}")
     explicit = _grid_configs(methods, grid, sampler.config_defaults)
     explicit += [configs.make_config(cls, {**sampler.config_defaults.get(cls.method, {}),
                                            **_fields(record)})
@@ -295,12 +294,6 @@ def _bench(args) -> int:
     print(terminal_table(records))
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
-
-
-def _refusal(sampler, method: str) -> str | None:
-    from .bench.runner import does_not_apply
-
-    return does_not_apply(sampler.target, method, sampler.config_defaults.get(method))
 
 
 def _fields(record: dict) -> dict:

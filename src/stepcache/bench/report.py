@@ -63,7 +63,7 @@ def what_to_use(sections: list[dict]) -> list[str]:
     """One table per kind of model: for each quality level, the fastest config that reaches it and beats
     sampling fewer steps at its MAC speedup (as ``stepcache tune`` picks); for speed-only models, each
     method's fastest config in wall time."""
-    from .tune import Target, _baseline, _fastest_qualifying
+    from .tune import Target, _fastest_qualifying
 
     lines = ["## What to use", "",
              "The fastest config (in MACs) that keeps each PSNR level against the uncached images and beats "
@@ -106,12 +106,17 @@ def what_to_use(sections: list[dict]) -> list[str]:
     return lines
 
 
+def _baseline(record: dict, records: list[dict]) -> dict | None:
+    """The fewer-steps run at ``record``'s MACs (None where that is the full run: no speedup to beat)."""
+    return next((r for r in records if r["kind"] == "fewer_steps" and record["label"] in r.get("matches", [])), None)
+
+
 def _ran(section: dict) -> list[dict]:
     return [r for r in section["records"] if r["kind"] not in NOT_RUN_KINDS]
 
 
 def _section(section: dict) -> list[str]:
-    records = [r for r in section["records"] if r["kind"] not in NOT_RUN_KINDS]
+    records = _ran(section)
     quality = records[0]["fidelity"] is not None
     lines = [f"## {section['model']}", ""]
     if "run" in section:
@@ -255,10 +260,10 @@ def best_at_two_x(records: list[dict]) -> str:
         return f"Best at ~2x: no config reached a MAC speedup in [{TWO_X[0]}, {TWO_X[1]}]."
     best = max(near, key=lambda r: _psnr(r))
     text = f"Best at ~2x: **{best['label']}** ({best['speedup_macs']:.2f}x MACs, PSNR {_psnr(best):.2f} dB)"
-    baseline = [r for r in records if r["kind"] == "fewer_steps" and best["label"] in r.get("matches", [])]
-    if baseline:
-        verdict = "beats" if _psnr(best) > _psnr(baseline[0]) else "does not beat"
-        text += f"; it {verdict} sampling {baseline[0]['steps']} steps (PSNR {_psnr(baseline[0]):.2f} dB)"
+    baseline = _baseline(best, records)
+    if baseline is not None:
+        verdict = "beats" if _psnr(best) > _psnr(baseline) else "does not beat"
+        text += f"; it {verdict} sampling {baseline['steps']} steps (PSNR {_psnr(baseline):.2f} dB)"
     return text + "."
 
 
@@ -313,8 +318,7 @@ def _against_fewer_steps(record: dict, records: list[dict]) -> str:
     """"+2.1 dB vs 12 steps" for a config whose fewer-steps baseline ran; "" otherwise."""
     if record["kind"] not in ("cached", "peer"):
         return ""
-    baseline = next((r for r in records if r["kind"] == "fewer_steps" and record["label"] in r.get("matches", [])),
-                    None)
+    baseline = _baseline(record, records)
     if baseline is None:
         return ""
     diff = _psnr(record) - _psnr(baseline)

@@ -170,9 +170,12 @@ def cannot_run(sampler: Sampler, config: CacheConfig, steps: int) -> str | None:
 
 def does_not_apply(target: Any, method: str, fields: dict | None = None) -> str | None:
     """Why ``method`` does not run on ``target``'s denoiser at all, or None; ``fields`` are what the model needs
-    set (a Sampler's ``config_defaults[method]``: a bare model's CFG mode), the rest are the defaults."""
+    set (a bare model's CFG mode), the rest are the defaults. A Sampler ``target`` gives its own
+    ``config_defaults[method]`` as the fields."""
     from ..config_files import config_class
 
+    if isinstance(target, Sampler):
+        target, fields = target.target, target.config_defaults.get(method)
     try:
         with warnings.catch_warnings():  # a default config's warnings (TeaCache without coefficients) are not news
             warnings.simplefilter("ignore")

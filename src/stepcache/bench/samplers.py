@@ -86,7 +86,7 @@ def zoo_sampler(
         guidance = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
         out = pipe(inputs_, num_inference_steps=steps, generator=generator, cfg_mode=cfg_mode, output_type="pt",
                    **guidance)
-        return as_image_batch(out.frames if hasattr(out, "frames") else out.images)
+        return as_image_batch(output_images(out))
 
     fidelity_inputs = inputs(batch)
     distribution = None
@@ -127,12 +127,17 @@ def pipeline_sampler(pipe: Any, call_kwargs: dict | None = None, num_steps: int 
     def sample(steps: int, seed: int) -> torch.Tensor:
         generator = torch.Generator(pipe.device).manual_seed(seed)
         out = pipe(**call_kwargs, num_inference_steps=steps, generator=generator)
-        return as_image_batch(out.frames if hasattr(out, "frames") else out.images if hasattr(out, "images") else out[0])
+        return as_image_batch(output_images(out))
 
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return Sampler(name=name or type(pipe).__name__, target=pipe, sample=sample, num_steps=num_steps,
                    measures_quality=measures_quality)
+
+
+def output_images(out: Any) -> Any:
+    """A pipeline output's images: ``.frames`` (videos), ``.images``, or the first item of a plain tuple."""
+    return out.frames if hasattr(out, "frames") else out.images if hasattr(out, "images") else out[0]
 
 
 def as_image_batch(images: Any) -> torch.Tensor:
@@ -142,7 +147,8 @@ def as_image_batch(images: Any) -> torch.Tensor:
     (B, F*C, H, W): a clip is scored as one image, as the zoo's clip classifier reads it.
     """
     if isinstance(images, torch.Tensor):
-        return images.detach().float().cpu().flatten(1, 2) if images.ndim == 5 else images.detach().float().cpu()
+        images = images.detach().float().cpu()
+        return images.flatten(1, 2) if images.ndim == 5 else images
     if isinstance(images, np.ndarray):
         if images.ndim == 5:
             return torch.from_numpy(images).float().permute(0, 1, 4, 2, 3).flatten(1, 2)

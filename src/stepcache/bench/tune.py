@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from ..errors import UsageError
 from ..methods.base import CacheConfig
 from .configs import config_class, describe, grid_configs
-from .report import _psnr_text
+from .report import _baseline, _psnr_text
 from .runner import does_not_apply, run
 from .samplers import Sampler, pipeline_sampler
 
@@ -129,7 +129,7 @@ def tune(target: Sampler | Any, goal: str | Target, *, call_kwargs: dict | None 
         raise UsageError(f"a {goal.metric} target needs distribution samples (zoo models: --samples N)")
     names = list(methods) if methods is not None else sorted(_all_methods())
     unfit = [(m, reason) for m in names
-             if (reason := does_not_apply(sampler.target, m, sampler.config_defaults.get(m)))]
+             if (reason := does_not_apply(sampler, m))]
     if methods is not None and unfit:
         raise UsageError(f"{unfit[0][0]} cannot run on {sampler.name}: {unfit[0][1]}")
     names = [m for m in names if m not in dict(unfit)]
@@ -164,11 +164,6 @@ def _fixed_grid(method: str, fixed: dict[str, Any]) -> dict[str, list]:
 
     names = field_names(config_class(method))
     return {name: [value] for name, value in fixed.items() if name in names}
-
-
-def _baseline(record: dict, records: list[dict]) -> dict | None:
-    """The fewer-steps run at ``record``'s MACs (None where that is the full run: no speedup to beat)."""
-    return next((r for r in records if r["kind"] == "fewer_steps" and record["label"] in r.get("matches", [])), None)
 
 
 def _qualifies(goal: Target, record: dict, records: list[dict]) -> bool:

@@ -101,7 +101,7 @@ NOT_SHARDED = Sharding()
 
 def resolve(model: Any, group: Any = AUTO) -> Sharding:
     """The sharding of ``model`` for ``apply(..., group=group)`` (the module docstring says how)."""
-    parallel = getattr(model, "_parallel_config", None)
+    parallel = parallel_config(model)
     if group is AUTO:
         return _diffusers_sharding(parallel)
     if group is None:
